@@ -1,0 +1,206 @@
+import { EventEmitter } from 'node:events';
+import type { Etcd3 } from 'etcd3';
+import { BehaviorSubject, filter, firstValueFrom, type Observable, skip, Subject, type Subscription } from 'rxjs';
+import { LockError, type LockLostError, NotHeldError } from './errors.js';
+import { lock$ } from './lock-stream.js';
+import {
+  resolveLockOptions,
+  validateId,
+  validateKey,
+  validateRefreshInterval,
+  validateTtl,
+  DEFAULT_TTL_SECONDS,
+} from './options.js';
+import { isHeld, type LockState } from './state.js';
+
+/** The facade's view: a {@link LockState}, or `idle` before `lock()` and after `unlock()` or a loss. */
+export type FacadeState = LockState | { kind: 'idle'; key: string; id: string };
+
+/**
+ * etcd-lock 1.x's `Lock`, over an etcd3 client and the {@link lock$} stream: `lock()` and `unlock()`
+ * promises, `ttl` and `refreshInterval` settable before `lock()`, and an `error` event
+ * ({@link LockLostError}) when a held lock is lost. Like any EventEmitter, an `error` event with no
+ * listener throws: listen for it.
+ *
+ * @example
+ * ```ts
+ * import os from 'node:os';
+ * import { Etcd3 } from 'etcd3';
+ * import { Lock } from 'etcd-lock';
+ *
+ * const lock = new Lock(new Etcd3(), '/example/lock', os.hostname(), 60);
+ * lock.on('error', (err) => console.error('lost the lock:', err.reason));
+ * await lock.lock();
+ * try { console.log('fencing token', lock.fencingToken); } finally { await lock.unlock(); }
+ * ```
+ */
+export class Lock extends EventEmitter<{ error: [LockLostError] }> {
+  readonly #client: Etcd3;
+  readonly #key: string;
+  readonly #id: string;
+  #ttl: number;
+  #refreshInterval: number | undefined;
+  readonly #state$: BehaviorSubject<FacadeState>;
+  readonly #refresh$ = new Subject<void>();
+  #subscription: Subscription | undefined;
+  #acquiring: { promise: Promise<Lock>; reject: (err: unknown) => void } | undefined;
+  #released: Promise<void> = Promise.resolve();
+
+  /**
+   * @param etcd an `etcd3` client
+   * @param key the lock's name, e.g. `/jobs/reindex`
+   * @param id who holds it, e.g. `os.hostname()`
+   * @param ttl lease TTL in whole seconds (default 60)
+   * @throws InvalidArgumentError at once when an argument is missing or invalid
+   */
+  constructor(etcd: Etcd3, key: string, id: string, ttl: number = DEFAULT_TTL_SECONDS) {
+    super();
+    // Checked here rather than at lock(): a facade with a bad argument is a bug to report at once.
+    resolveLockOptions(key, { id, ttl });
+    lock$(etcd, key, { id, ttl }); // validates the client; cold, so nothing runs
+    this.#client = etcd;
+    this.#key = validateKey(key);
+    this.#id = validateId(id);
+    this.#ttl = validateTtl(ttl);
+    this.#state$ = new BehaviorSubject<FacadeState>({ kind: 'idle', key, id });
+  }
+
+  /** The lock's name. */
+  get key(): string {
+    return this.#key;
+  }
+
+  /** Who holds it. */
+  get id(): string {
+    return this.#id;
+  }
+
+  /** Lease TTL in seconds; a change applies at the next `lock()` that starts an acquisition. */
+  get ttl(): number {
+    return this.#ttl;
+  }
+
+  set ttl(value: number) {
+    this.#ttl = validateTtl(value);
+  }
+
+  /** Milliseconds between keepalives: `ttl * 1000 / 2` unless set. */
+  get refreshInterval(): number {
+    return this.#refreshInterval ?? (this.#ttl * 1000) / 2;
+  }
+
+  set refreshInterval(value: number) {
+    this.#refreshInterval = validateRefreshInterval(value, Number.MAX_SAFE_INTEGER);
+  }
+
+  /** True while the lock is held. */
+  get isHeld(): boolean {
+    return isHeld(this.#stateOrUndefined());
+  }
+
+  /** The fencing token of the current grant, or `undefined` when not held. */
+  get fencingToken(): string | undefined {
+    const state = this.#stateOrUndefined();
+    return isHeld(state) ? state.fencingToken : undefined;
+  }
+
+  /** The current state, then every change: `idle`, `acquiring`, `held`, `refreshed`, `lost`. */
+  get state$(): Observable<FacadeState> {
+    return this.#state$.asObservable();
+  }
+
+  /**
+   * Acquires the lock, waiting for it if someone holds it; resolves with this lock once held. While
+   * held, it refreshes the lease now and resolves once etcd acknowledges (call `unlock()` once).
+   * Rejects with an `ETCDLOCK_UNAVAILABLE` error when etcd cannot be reached.
+   */
+  lock(): Promise<this> {
+    if (this.isHeld) return this.#refreshNow();
+    if (this.#acquiring) return this.#acquiring.promise as Promise<this>;
+    let options;
+    try {
+      options = resolveLockOptions(this.#key, { id: this.#id, ttl: this.#ttl, refreshInterval: this.refreshInterval });
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    let resolve!: (lock: this) => void;
+    let reject!: (err: unknown) => void;
+    const promise = new Promise<this>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    this.#acquiring = { promise, reject };
+    this.#subscription = lock$(this.#client, this.#key, {
+      id: options.id,
+      ttl: options.ttlSeconds,
+      refreshInterval: options.refreshIntervalMs,
+      refresh$: this.#refresh$,
+      onRelease: (released) => {
+        this.#released = released;
+      },
+    }).subscribe({
+      next: (state) => {
+        this.#state$.next(state);
+        if (state.kind === 'held') {
+          this.#acquiring = undefined;
+          resolve(this);
+        }
+      },
+      error: (err: unknown) => {
+        this.#subscription = undefined;
+        const wasAcquiring = this.#acquiring;
+        this.#acquiring = undefined;
+        this.#state$.next({ kind: 'idle', key: this.#key, id: this.#id });
+        if (wasAcquiring) wasAcquiring.reject(err);
+        else this.emit('error', err as LockLostError);
+      },
+    });
+    return promise;
+  }
+
+  /**
+   * Releases the lock; resolves once our key and lease are gone from etcd. Called while `lock()` is
+   * still waiting, it cancels the wait (that `lock()` rejects with `ETCDLOCK_NOT_HELD`).
+   * Rejects with {@link NotHeldError} (`ETCDLOCK_NOT_HELD`) when neither held nor being acquired.
+   */
+  async unlock(): Promise<void> {
+    const subscription = this.#subscription;
+    if (!subscription) throw new NotHeldError(this.#key);
+    this.#subscription = undefined;
+    const acquiring = this.#acquiring;
+    this.#acquiring = undefined;
+    subscription.unsubscribe();
+    this.#state$.next({ kind: 'idle', key: this.#key, id: this.#id });
+    acquiring?.reject(
+      new LockError('ETCDLOCK_NOT_HELD', `unlock() cancelled the wait for ${JSON.stringify(this.#key)}`),
+    );
+    await this.#released;
+  }
+
+  /** `await using held = await lock.lock()` releases at the end of the block. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.#subscription) await this.unlock();
+  }
+
+  override toString(): string {
+    return `[etcd-lock ${this.#key} ${this.#id}]`;
+  }
+
+  #stateOrUndefined(): LockState | undefined {
+    const state = this.#state$.value;
+    return state.kind === 'idle' ? undefined : state;
+  }
+
+  async #refreshNow(): Promise<this> {
+    const next = firstValueFrom(
+      this.#state$.pipe(
+        skip(1), // the current state is old news
+        filter((state) => state.kind === 'refreshed' || state.kind === 'idle' || state.kind === 'lost'),
+      ),
+    );
+    this.#refresh$.next();
+    const state = await next;
+    if (state.kind !== 'refreshed') throw state.kind === 'lost' ? state.error : new NotHeldError(this.#key);
+    return this;
+  }
+}

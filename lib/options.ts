@@ -1,0 +1,171 @@
+import { hostname } from 'node:os';
+import type { Observable, SchedulerLike } from 'rxjs';
+import { InvalidArgumentError } from './errors.js';
+
+/** Options of {@link lock$}. Times follow etcd-lock 1.x: `ttl` in seconds, the others in milliseconds. */
+export interface LockOptions {
+  /** Who holds the lock: stored as the value of our key. Default: the host name. */
+  id?: string;
+  /** Lease time-to-live in whole seconds. Default 60. */
+  ttl?: number;
+  /** Milliseconds between lease keepalives. Default `ttl * 1000 / 2`; must be below `ttl * 1000`. */
+  refreshInterval?: number;
+  /** `false` tries once and fails with `ETCDLOCK_BUSY` when someone holds the lock. Default `true`. */
+  wait?: boolean;
+  /** Milliseconds to wait for the lock before failing with `ETCDLOCK_TIMEOUT`. Default: no limit. */
+  timeout?: number;
+  /** Aborting stops waiting (or releases a held lock); the stream errors with `signal.reason`. */
+  signal?: AbortSignal;
+  /**
+   * Called once when the subscription ends (unsubscribe, error or loss), with a promise that settles
+   * when our key and lease are gone from etcd. It never rejects. Use it to await the release.
+   */
+  onRelease?: (released: Promise<void>) => void;
+  /** Each emission sends a keepalive now, besides the regular cadence (the facade's `lock()` while held). */
+  refresh$?: Observable<unknown>;
+  /** The scheduler for every timer (keepalive cadence, deadline, timeout). For tests in virtual time. */
+  scheduler?: SchedulerLike;
+}
+
+/** {@link LockOptions} after validation, with defaults filled in and units in the names. */
+export interface ResolvedLockOptions {
+  key: string;
+  /** The prefix under which every contender owns one key: `key + '/'`, as etcd's own lock does. */
+  prefix: string;
+  id: string;
+  ttlSeconds: number;
+  refreshIntervalMs: number;
+  wait: boolean;
+  timeoutMs: number | undefined;
+  signal: AbortSignal | undefined;
+  onRelease: ((released: Promise<void>) => void) | undefined;
+  refresh$: Observable<unknown> | undefined;
+  scheduler: SchedulerLike | undefined;
+}
+
+export const DEFAULT_TTL_SECONDS = 60;
+/** The longest delay a Node timer can hold (2^31 - 1 ms) decides the longest TTL we can keep alive. */
+export const MAX_TTL_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
+
+const known = new Set([
+  'id',
+  'ttl',
+  'refreshInterval',
+  'wait',
+  'timeout',
+  'signal',
+  'onRelease',
+  'refresh$',
+  'scheduler',
+]);
+
+/**
+ * Validates `key` and `options` before any network call, naming the value that was wrong.
+ * @throws InvalidArgumentError
+ */
+export function resolveLockOptions(key: unknown, options: LockOptions | undefined = {}): ResolvedLockOptions {
+  const keyName = validateKey(key);
+  if (typeof options !== 'object' || options === null) {
+    throw new InvalidArgumentError(`Expected \`options\` to be an object, got ${show(options)}`);
+  }
+  for (const name of Object.keys(options)) {
+    if (!known.has(name)) throw new InvalidArgumentError(`Unknown option \`${name}\``);
+  }
+  const ttlSeconds = options.ttl === undefined ? DEFAULT_TTL_SECONDS : validateTtl(options.ttl);
+  const refreshIntervalMs =
+    options.refreshInterval === undefined
+      ? (ttlSeconds * 1000) / 2
+      : validateRefreshInterval(options.refreshInterval, ttlSeconds);
+  const id = options.id === undefined ? hostname() : validateId(options.id);
+  if (options.wait !== undefined && typeof options.wait !== 'boolean') {
+    throw new InvalidArgumentError(`Expected \`wait\` to be a boolean, got ${show(options.wait)}`);
+  }
+  const timeoutMs = options.timeout;
+  if (timeoutMs !== undefined && !(typeof timeoutMs === 'number' && Number.isFinite(timeoutMs) && timeoutMs >= 0)) {
+    throw new InvalidArgumentError(`Expected \`timeout\` to be a number of milliseconds >= 0, got ${show(timeoutMs)}`);
+  }
+  if (timeoutMs !== undefined && timeoutMs > 2 ** 31 - 1) {
+    throw new InvalidArgumentError(`Expected \`timeout\` to be at most ${2 ** 31 - 1} ms, got ${timeoutMs}`);
+  }
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+    throw new InvalidArgumentError(`Expected \`signal\` to be an AbortSignal, got ${show(options.signal)}`);
+  }
+  if (options.onRelease !== undefined && typeof options.onRelease !== 'function') {
+    throw new InvalidArgumentError(`Expected \`onRelease\` to be a function, got ${show(options.onRelease)}`);
+  }
+  return {
+    key: keyName,
+    prefix: `${keyName}/`,
+    id,
+    ttlSeconds,
+    refreshIntervalMs,
+    wait: options.wait ?? true,
+    timeoutMs,
+    signal: options.signal,
+    onRelease: options.onRelease,
+    refresh$: options.refresh$,
+    scheduler: options.scheduler,
+  };
+}
+
+/** @throws InvalidArgumentError unless `key` is a non-empty string. */
+export function validateKey(key: unknown): string {
+  if (typeof key !== 'string' || key.length === 0) {
+    throw new InvalidArgumentError(`Expected \`key\` to be a non-empty string, got ${show(key)}`);
+  }
+  return key;
+}
+
+/** @throws InvalidArgumentError unless `ttl` is a whole number of seconds in 1..MAX_TTL_SECONDS. */
+export function validateTtl(ttl: unknown): number {
+  if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 1) {
+    throw new InvalidArgumentError(`Expected \`ttl\` to be a whole number of seconds >= 1, got ${show(ttl)}`);
+  }
+  if (ttl > MAX_TTL_SECONDS) {
+    throw new InvalidArgumentError(
+      `Expected \`ttl\` to be at most ${MAX_TTL_SECONDS} seconds (the longest timer Node can set), got ${ttl}`,
+    );
+  }
+  return ttl;
+}
+
+/** @throws InvalidArgumentError unless `refreshInterval` is a number of ms > 0 and below the TTL. */
+export function validateRefreshInterval(refreshInterval: unknown, ttlSeconds: number): number {
+  if (typeof refreshInterval !== 'number' || !Number.isFinite(refreshInterval) || refreshInterval <= 0) {
+    throw new InvalidArgumentError(
+      `Expected \`refreshInterval\` to be a number of milliseconds > 0, got ${show(refreshInterval)}`,
+    );
+  }
+  if (refreshInterval >= ttlSeconds * 1000) {
+    throw new InvalidArgumentError(
+      `Expected \`refreshInterval\` to be below the TTL (${ttlSeconds * 1000} ms), got ${refreshInterval}`,
+    );
+  }
+  return refreshInterval;
+}
+
+/** @throws InvalidArgumentError unless `id` is a non-empty string. */
+export function validateId(id: unknown): string {
+  if (typeof id !== 'string' || id.length === 0) {
+    throw new InvalidArgumentError(`Expected \`id\` to be a non-empty string, got ${show(id)}`);
+  }
+  return id;
+}
+
+/**
+ * How long before the lease's server-side expiry we declare the lock lost: a quarter of the TTL, but
+ * never so much that the deadline falls before the next keepalive can be answered.
+ */
+export function lossMarginMs(ttlSeconds: number, refreshIntervalMs: number): number {
+  const ttlMs = ttlSeconds * 1000;
+  return Math.min(ttlMs / 4, (ttlMs - refreshIntervalMs) / 2);
+}
+
+/** Renders a bad value for an error message: strings quoted, objects by their type. */
+export function show(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);
+  if (value === null || value === undefined) return String(value);
+  if (typeof value === 'function') return 'a function';
+  return Array.isArray(value) ? 'an array' : `an object (${Object.prototype.toString.call(value)})`;
+}
