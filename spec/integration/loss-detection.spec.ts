@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Etcd3 } from 'etcd3';
+import { lock$ } from '../../lib/lock-stream.js';
+import { LockLostError } from '../../lib/errors.js';
+import type { HeldState } from '../../lib/state.js';
+import { etcdctl, listKeys, uniquePrefix, useEtcd } from '../support/etcd.js';
+import { startProxy, type TcpProxy } from '../support/proxy.js';
+import { record } from '../support/recorder.js';
+
+/**
+ * Property 2 of the protocol: a holder cut off from etcd learns of the loss before its lease can
+ * expire. The client talks to etcd through a TCP proxy that we pause (connections hang) or cut
+ * (connections reset); etcd itself stays up, so we can ask it whether the lease still lived at the
+ * moment the holder gave up.
+ */
+describe('loss detected locally when etcd cannot be reached', () => {
+  let etcd: Awaited<ReturnType<typeof useEtcd>>;
+  let direct: Etcd3;
+  before(async () => {
+    etcd = await useEtcd();
+    direct = new Etcd3({ hosts: etcd.endpoints });
+  });
+  after(async () => {
+    direct.close();
+    await etcd.stop();
+  });
+
+  for (const fault of ['pause', 'cut'] as const) {
+    it(`reports lost (expired) before the lease can expire when the connection is ${fault === 'pause' ? 'paused (hangs)' : 'cut (resets)'}`, async () => {
+      const proxy: TcpProxy = await startProxy(etcd.endpoints[0]!);
+      const client = new Etcd3({ hosts: proxy.endpoint });
+      const key = `${uniquePrefix('loss')}/${fault}`;
+      const ttl = 3;
+      try {
+        const a = record((onRelease) => lock$(client, key, { ttl, onRelease }));
+        const held = (await a.next('held')) as HeldState;
+        await a.next('refreshed', 10_000);
+        const lastAck = a.states.filter((s) => s.kind === 'refreshed').at(-1)!;
+        if (fault === 'pause') proxy.pause();
+        else proxy.cut();
+        const lost = await a.next('lost', 10_000);
+        // Ask etcd directly, now: the lease must still be alive, i.e. we gave up before it could expire.
+        const ttlLeft = await direct.leaseClient.leaseTimeToLive({ ID: BigInt(`0x${held.leaseId}`).toString() });
+        assert.equal(lost.kind === 'lost' && lost.reason, 'expired');
+        // etcd answers -1 for a lease that expired (or never was), else the whole seconds left (0 = under 1 s).
+        assert.ok(Number(ttlLeft.TTL) >= 0, `the lease was still alive on etcd (TTL answer ${ttlLeft.TTL})`);
+        assert.ok(lost.at - lastAck.at < ttl * 1000, `lost ${Math.round(lost.at - lastAck.at)} ms after the last ack`);
+        const err = await a.failed();
+        assert.ok(err instanceof LockLostError && err.reason === 'expired');
+        // Heal: the release (revoke) gets through, and nothing is left.
+        if (fault === 'pause') proxy.resume();
+        else proxy.heal();
+        await a.released();
+        assert.deepEqual(await listKeys(etcd.endpoints, `${key}/`), []);
+      } finally {
+        client.close();
+        await proxy.close();
+      }
+    });
+  }
+
+  it('a holder whose lease is revoked while it is cut off still reports the loss in time', async () => {
+    const proxy = await startProxy(etcd.endpoints[0]!);
+    const client = new Etcd3({ hosts: proxy.endpoint });
+    const key = `${uniquePrefix('loss')}/revoked-while-cut`;
+    try {
+      const a = record((onRelease) => lock$(client, key, { ttl: 3, onRelease }));
+      const held = (await a.next('held')) as HeldState;
+      proxy.pause();
+      assert.equal((await etcdctl(etcd.endpoints, ['lease', 'revoke', held.leaseId])).code, 0);
+      const lost = await a.next('lost', 10_000);
+      assert.equal(lost.kind === 'lost' && lost.reason, 'expired');
+      proxy.resume();
+      await a.released();
+      assert.deepEqual(await listKeys(etcd.endpoints, `${key}/`), []);
+    } finally {
+      client.close();
+      await proxy.close();
+    }
+  });
+});
