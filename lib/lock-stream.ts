@@ -65,6 +65,7 @@ export function lock$(client: Etcd3, key: string, options?: LockOptions): Observ
       scheduler: o.scheduler,
       refreshNow$: o.refresh$,
       onRelease: track,
+      releaseAfter: o.releaseAfter,
     }).pipe(
       mergeMap((event): Observable<LockState> => {
         if (event.kind === 'refreshed') {

@@ -21,6 +21,13 @@ export interface LockOptions {
    * when our key and lease are gone from etcd. It never rejects. Use it to await the release.
    */
   onRelease?: (released: Promise<void>) => void;
+  /**
+   * Holds the release back until this settles: after the subscription ends (on loss too), our key
+   * stays in etcd, with no more keepalives, until then, so nobody else is granted the lock while you
+   * stop the work it protected. The lease still ends by its TTL at the latest. etcdlocker passes a
+   * promise that settles once its child is dead. Default: release at once.
+   */
+  releaseAfter?: PromiseLike<unknown>;
   /** Each emission sends a keepalive now, besides the regular cadence (the facade's `lock()` while held). */
   refresh$?: Observable<unknown>;
   /** The scheduler for every timer (keepalive cadence, deadline, timeout). For tests in virtual time. */
@@ -39,6 +46,7 @@ export interface ResolvedLockOptions {
   timeoutMs: number | undefined;
   signal: AbortSignal | undefined;
   onRelease: ((released: Promise<void>) => void) | undefined;
+  releaseAfter: PromiseLike<unknown> | undefined;
   refresh$: Observable<unknown> | undefined;
   scheduler: SchedulerLike | undefined;
 }
@@ -55,6 +63,7 @@ const known = new Set([
   'timeout',
   'signal',
   'onRelease',
+  'releaseAfter',
   'refresh$',
   'scheduler',
 ]);
@@ -93,6 +102,9 @@ export function resolveLockOptions(key: unknown, options: LockOptions | undefine
   if (options.onRelease !== undefined && typeof options.onRelease !== 'function') {
     throw new InvalidArgumentError(`Expected \`onRelease\` to be a function, got ${show(options.onRelease)}`);
   }
+  if (options.releaseAfter !== undefined && typeof options.releaseAfter?.then !== 'function') {
+    throw new InvalidArgumentError(`Expected \`releaseAfter\` to be a promise, got ${show(options.releaseAfter)}`);
+  }
   return {
     key: keyName,
     prefix: `${keyName}/`,
@@ -103,6 +115,7 @@ export function resolveLockOptions(key: unknown, options: LockOptions | undefine
     timeoutMs,
     signal: options.signal,
     onRelease: options.onRelease,
+    releaseAfter: options.releaseAfter,
     refresh$: options.refresh$,
     scheduler: options.scheduler,
   };

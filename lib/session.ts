@@ -28,6 +28,8 @@ export interface SessionOptions {
   refreshNow$?: Observable<unknown> | undefined;
   /** Receives, at teardown, a promise that settles once the lease is revoked (never rejects). */
   onRelease?: ((released: Promise<void>) => void) | undefined;
+  /** Revoke only once this settles (see LockOptions.releaseAfter). */
+  releaseAfter?: PromiseLike<unknown> | undefined;
 }
 
 /** How long a grant or revoke may take before we call etcd unavailable. */
@@ -76,8 +78,9 @@ export function session$(client: Etcd3, options: SessionOptions): Observable<Ses
     return () => {
       closed = true;
       channel.close();
+      const gate = Promise.resolve(options.releaseAfter).catch(() => undefined);
       const released = granted.then(
-        (lease) => revokeLease(client, lease),
+        (lease) => gate.then(() => revokeLease(client, lease)),
         () => undefined,
       );
       options.onRelease?.(released);

@@ -181,6 +181,32 @@ describe('lock$ against a real etcd', () => {
     await assertNothingLeft(key, [held.leaseId]);
   });
 
+  it('releaseAfter keeps a lost lock from the next waiter until the promise settles', async () => {
+    const key = `${uniquePrefix('lock')}/gate`;
+    let openGate!: () => void;
+    const gate = new Promise<void>((resolve) => (openGate = resolve));
+    const a = record((onRelease) => lock$(client, key, { id: 'a', ttl: 10, onRelease, releaseAfter: gate }));
+    const held = (await a.next('held')) as HeldState;
+    const b = record((onRelease) => lock$(client, key, { id: 'b', ttl: 10, onRelease }));
+    await until(() => b.states.some((s) => s.kind === 'acquiring' && s.waitingFor?.id === 'a'));
+    // Overwrite our key but keep it on our lease: the lock is lost ('changed'), yet the key still queues b.
+    await client
+      .put(held.holderKey)
+      .value('intruder')
+      .lease(BigInt(`0x${held.leaseId}`).toString())
+      .exec();
+    const lost = await a.next('lost');
+    assert.equal(lost.kind === 'lost' && lost.reason, 'changed');
+    await sleep(300);
+    assert.ok(!b.states.some((s) => s.kind === 'held'), 'b is not granted while the gate is closed');
+    assert.equal((await listKeys(etcd.endpoints, `${key}/`)).length, 2);
+    openGate();
+    await b.next('held');
+    await a.released();
+    await b.release();
+    await assertNothingLeft(key, [held.leaseId]);
+  });
+
   it('reports lost when the lease is revoked from outside', async () => {
     const key = `${uniquePrefix('lock')}/revoked`;
     const a = record((onRelease) => lock$(client, key, { ttl: 10, onRelease }));

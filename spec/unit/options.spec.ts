@@ -43,6 +43,11 @@ const badInputs: Array<[string, () => unknown, RegExp]> = [
   ],
   ['unknown option', () => resolveLockOptions('/k', { tll: 5 } as never), /Unknown option `tll`/],
   ['bad signal', () => resolveLockOptions('/k', { signal: {} as AbortSignal }), /`signal`.*AbortSignal/],
+  [
+    'bad releaseAfter',
+    () => resolveLockOptions('/k', { releaseAfter: 5 as unknown as Promise<void> }),
+    /`releaseAfter`.*promise, got 5/,
+  ],
 ];
 
 describe('option validation', () => {
