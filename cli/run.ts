@@ -1,0 +1,221 @@
+/**
+ * One etcdlocker run: take the lock, run the command while it is held, stop the command if the lock is
+ * lost, release when the command is gone, and decide the exit code. The first cause of the end decides it.
+ */
+import type { Etcd3 } from 'etcd3';
+import type { Subscription } from 'rxjs';
+import { isLockError, LockLostError } from '../lib/errors.js';
+import { lock$ } from '../lib/lock-stream.js';
+import { lossMarginMs } from '../lib/options.js';
+import type { LockState } from '../lib/state.js';
+import type { Config } from './args.js';
+import { type Child, type ChildOutcome, startChild, stopChild } from './child.js';
+import { createClient } from './client.js';
+import { ExitCode, signalExitCode } from './exit-codes.js';
+import type { Log } from './log.js';
+import { ping$, type PingPeer } from './ping.js';
+
+/** The signals etcdlocker forwards to the command (and that cancel a wait). */
+export const FORWARDED_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const;
+
+/**
+ * How long a lost command may take to stop before SIGKILL: `--kill-timeout`, but never past three
+ * quarters of the loss margin, the time between our local deadline and the lease's earliest expiry.
+ */
+export function killGraceMs(config: Config): number {
+  const cap = Math.floor(0.75 * lossMarginMs(config.ttlSeconds, config.refreshIntervalMs));
+  return Math.min(config.killTimeoutMs ?? cap, cap);
+}
+
+export async function run(config: Config, log: Log, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const client = createClient(config.endpoints);
+  try {
+    return await new Run(config, log, env, client).done;
+  } finally {
+    client.close();
+  }
+}
+
+class Run {
+  readonly done: Promise<number>;
+  #finish!: (code: number) => void;
+  #exitCode: number | undefined;
+  #child: Child | undefined;
+  #childGone!: () => void;
+  readonly #childGonePromise = new Promise<void>((resolve) => (this.#childGone = resolve));
+  #released: Promise<void> = Promise.resolve();
+  #lock: Subscription | undefined;
+  #ping: Subscription | undefined;
+  #stopping = false;
+  #wrappedUp = false;
+  #signalsSeen = 0;
+  readonly #onSignal = (signal: NodeJS.Signals) => this.#signal(signal);
+
+  constructor(
+    private readonly config: Config,
+    private readonly log: Log,
+    private readonly env: NodeJS.ProcessEnv,
+    private readonly client: Etcd3,
+  ) {
+    this.done = new Promise<number>((resolve) => (this.#finish = resolve));
+    for (const signal of FORWARDED_SIGNALS) process.on(signal, this.#onSignal);
+    log.info(`connecting to ${config.endpoints.join(',')} for ${JSON.stringify(config.key)} as ${config.id}`);
+    this.#lock = lock$(client, config.key, {
+      id: config.id,
+      ttl: config.ttlSeconds,
+      refreshInterval: config.refreshIntervalMs,
+      wait: config.waitMs !== 0,
+      ...(config.waitMs !== undefined && config.waitMs > 0 && { timeout: config.waitMs }),
+      // On loss, our key keeps everyone else out until the command is dead (at most until the lease ends).
+      releaseAfter: this.#childGonePromise,
+      onRelease: (released) => {
+        this.#released = released;
+      },
+    }).subscribe({
+      next: (state) => this.#onState(state),
+      error: (err: unknown) => this.#onLockError(err),
+    });
+  }
+
+  #onState(state: LockState): void {
+    switch (state.kind) {
+      case 'acquiring':
+        if (state.waitingFor) {
+          this.log.info(`waiting behind ${state.waitingFor.id} (token ${state.waitingFor.fencingToken})`);
+        } else {
+          this.log.info('queued for the lock');
+        }
+        return;
+      case 'held':
+        this.log.info(`holding ${state.holderKey} with fencing token ${state.fencingToken}`);
+        this.#startCommand(state.fencingToken);
+        return;
+      case 'refreshed':
+        this.log.info(`refreshed the lease (TTL ${state.ttl} s)`);
+        return;
+      case 'lost':
+        return; // the error that follows handles it
+    }
+  }
+
+  #startCommand(fencingToken: string): void {
+    if (this.#exitCode !== undefined) return;
+    const { command, args, key, id, node } = this.config;
+    this.log.info(`running ${[command, ...args].join(' ')}`);
+    const child = startChild(command, args, {
+      node,
+      env: { ...this.env, ETCD_LOCK_REV: fencingToken, ETCD_LOCK_KEY: key, ETCD_LOCK_ID: id },
+    });
+    this.#child = child;
+    void child.outcome.then((outcome) => this.#onChildEnd(outcome));
+    if (node && child.process) this.#startPing(child.process);
+  }
+
+  #startPing(peer: PingPeer): void {
+    this.#ping = ping$(peer, {
+      intervalMs: this.config.refreshIntervalMs,
+      timeoutMs: this.config.ttlSeconds * 1000,
+    }).subscribe({
+      next: () => this.log.info('ping answered'),
+      error: (err: unknown) => {
+        this.#end(ExitCode.pingFailed, `IPC ping failed: ${err instanceof Error ? err.message : String(err)}`);
+        void this.#stopCommand('ping failure');
+      },
+    });
+  }
+
+  #onChildEnd(outcome: ChildOutcome): void {
+    this.#ping?.unsubscribe();
+    if (outcome.kind === 'spawn-failed') {
+      this.#end(ExitCode.childFailed, `could not start ${this.config.command}: ${outcome.error.message}`);
+    } else {
+      const how = outcome.signal ? `was killed by ${outcome.signal}` : `exited with code ${outcome.code}`;
+      this.log.info(`the command ${how}`);
+      this.#end(outcome.signal ? signalExitCode(outcome.signal) : (outcome.code ?? ExitCode.childFailed));
+    }
+    // While the command is being stopped, #stopCommand finishes the job once the whole group is gone.
+    if (!this.#stopping) this.#wrapUp();
+  }
+
+  #onLockError(err: unknown): void {
+    this.#lock = undefined;
+    if (this.#child && !this.#child.exited) {
+      const reason = err instanceof LockLostError ? err.reason : 'error';
+      this.#end(ExitCode.lockLost, `lost the lock (${reason}): ${describe(err)}; stopping the command`);
+      void this.#stopCommand('lock lost');
+      return;
+    }
+    if (this.#child) return; // the command already ended; its exit code stands
+    this.#end(ExitCode.acquireFailed, `could not acquire ${JSON.stringify(this.config.key)}: ${describe(err)}`);
+    this.#wrapUp();
+  }
+
+  #signal(signal: NodeJS.Signals): void {
+    this.#signalsSeen++;
+    this.#end(signalExitCode(signal));
+    const child = this.#child;
+    if (!child) {
+      this.log.info(`${signal}: giving up the wait`);
+      this.#wrapUp();
+      return;
+    }
+    if (child.exited) return;
+    const again = this.#signalsSeen > 1 && (signal === 'SIGINT' || signal === 'SIGTERM');
+    this.log.info(again ? `${signal} again: killing the command` : `forwarding ${signal} to the command`);
+    try {
+      child.signalGroup(again ? 'SIGKILL' : signal);
+    } catch (err) {
+      this.log.error(`could not signal the command: ${describe(err)}`);
+    }
+  }
+
+  /** SIGTERM, SIGKILL after the grace, then release: the command is never running once we let go. */
+  async #stopCommand(why: string): Promise<void> {
+    const child = this.#child;
+    if (!child || this.#stopping) return;
+    this.#stopping = true;
+    const graceMs = killGraceMs(this.config);
+    this.log.info(`${why}: SIGTERM to the command's process group, SIGKILL after ${graceMs} ms`);
+    try {
+      const stopped = await stopChild(child, {
+        graceMs,
+        onEscalate: () => this.log.error(`the command outlived SIGTERM by ${graceMs} ms: SIGKILL`),
+      });
+      if (!stopped) this.#end(ExitCode.childFailed, 'the command survived SIGKILL');
+      else this.log.info("the command's process group is gone");
+    } catch (err) {
+      this.#end(ExitCode.childFailed, `could not kill the command: ${describe(err)}`);
+    }
+    this.#wrapUp();
+  }
+
+  /** Records the exit code unless an earlier cause decided it; prints why, if there is a message. */
+  #end(code: number, message?: string): void {
+    if (this.#exitCode !== undefined) return;
+    this.#exitCode = code;
+    if (message) this.log.error(message);
+  }
+
+  /** Releases the lock (after the command is gone) and settles `done`. */
+  #wrapUp(): void {
+    if (this.#wrappedUp || (this.#child && !this.#child.exited)) return;
+    this.#wrappedUp = true;
+    this.#childGone();
+    this.#lock?.unsubscribe();
+    this.#lock = undefined;
+    for (const signal of FORWARDED_SIGNALS) process.off(signal, this.#onSignal);
+    void this.#released.then(() => {
+      this.log.info('released the lock');
+      this.#finish(this.#exitCode ?? ExitCode.childFailed);
+    });
+  }
+}
+
+function describe(err: unknown): string {
+  if (isLockError(err)) {
+    const cause =
+      err.cause instanceof Error && !err.message.includes(err.cause.message) ? ` (${err.cause.message})` : '';
+    return `${err.message}${cause} [${err.code}]`;
+  }
+  return err instanceof Error ? err.message : String(err);
+}

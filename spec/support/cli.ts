@@ -1,0 +1,148 @@
+/**
+ * Runs the built etcdlocker (dist/cli/etcdlocker.js, so `npm run build` first: `npm test` does) as a real
+ * process, and helpers for what its children leave behind.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const ETCDLOCKER = path.join(ROOT, 'dist/cli/etcdlocker.js');
+export const FIXTURES = path.join(ROOT, 'spec/cli/fixtures');
+
+/** A finished etcdlocker run. */
+export interface LockerResult {
+  /** Exit code, or 128 + signal when it died by a signal itself. */
+  code: number;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** Milliseconds from spawn to exit. */
+  elapsedMs: number;
+}
+
+/** A running etcdlocker. */
+export interface LockerProcess {
+  readonly process: ChildProcess;
+  readonly pid: number;
+  /** What it printed so far. */
+  stdout(): string;
+  stderr(): string;
+  /** Resolves once `pattern` shows up on stderr (use `-v`), or rejects after `timeoutMs`. */
+  waitForStderr(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+  /** Resolves when it exits (rejects after `timeoutMs`, killing it). */
+  result(timeoutMs?: number): Promise<LockerResult>;
+  /** SIGKILL if still running. */
+  kill(): void;
+}
+
+const running = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
+/** Starts `etcdlocker ...args` with `env` added to this process's environment. */
+export function startLocker(args: readonly string[], env: NodeJS.ProcessEnv = {}): LockerProcess {
+  const started = performance.now();
+  const child = spawn(process.execPath, [ETCDLOCKER, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  running.add(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const exited = new Promise<LockerResult>((resolve) => {
+    child.once('close', (code, signal) => {
+      running.delete(child);
+      resolve({
+        code: code ?? 128 + (signal ? (os.constants.signals[signal] ?? 0) : 0),
+        signal,
+        stdout,
+        stderr,
+        elapsedMs: performance.now() - started,
+      });
+    });
+  });
+  return {
+    process: child,
+    pid: child.pid ?? -1,
+    stdout: () => stdout,
+    stderr: () => stderr,
+    async waitForStderr(pattern, timeoutMs = 20_000) {
+      const deadline = performance.now() + timeoutMs;
+      for (;;) {
+        const match = stderr.match(pattern);
+        if (match) return match;
+        if (child.exitCode !== null || child.signalCode !== null) {
+          throw new Error(`etcdlocker exited before printing ${String(pattern)}; stderr:\n${stderr}`);
+        }
+        if (performance.now() > deadline) throw new Error(`no ${String(pattern)} on stderr:\n${stderr}`);
+        await sleep(10);
+      }
+    },
+    async result(timeoutMs = 60_000) {
+      const timer = sleep(timeoutMs, 'timeout' as const);
+      const outcome = await Promise.race([exited, timer]);
+      if (outcome === 'timeout') {
+        child.kill('SIGKILL');
+        throw new Error(`etcdlocker did not exit within ${timeoutMs} ms; stderr:\n${stderr}`);
+      }
+      return outcome;
+    },
+    kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    },
+  };
+}
+
+/** Runs `etcdlocker ...args` to the end. */
+export function runLocker(args: readonly string[], env?: NodeJS.ProcessEnv, timeoutMs?: number): Promise<LockerResult> {
+  return startLocker(args, env).result(timeoutMs);
+}
+
+/** True while a process with this PID runs. A zombie (dead, not yet reaped by its parent) counts as dead. */
+export function isAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // "pid (comm) state ...": comm may hold spaces and parentheses, so read after the last ')'.
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** A temporary directory for a test's files, removed by the returned `remove()`. */
+export function tempDir(label: string): { dir: string; file(name: string): string; remove(): void } {
+  const dir = mkdtempSync(path.join(os.tmpdir(), `etcdlocker-${label}-`));
+  return {
+    dir,
+    file: (name) => path.join(dir, name),
+    remove: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/** Polls until `file` exists and has content; returns it. */
+export async function waitForFile(file: string, timeoutMs = 20_000): Promise<string> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    try {
+      const text = readFileSync(file, 'utf8');
+      if (text.length > 0) return text;
+    } catch {
+      // not yet
+    }
+    if (performance.now() > deadline) throw new Error(`${file} never appeared`);
+    await sleep(10);
+  }
+}
+
+/** Writes an executable shell script and returns its path. */
+export function writeScript(file: string, body: string): string {
+  writeFileSync(file, `#!/bin/sh\n${body}\n`, { mode: 0o755 });
+  return file;
+}
