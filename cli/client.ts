@@ -1,29 +1,69 @@
 /**
- * The etcd3 client etcdlocker uses. etcd3's defaults put a circuit breaker on each host (open for 5 s
- * after 3 failures) and retry each call 3 times. The lock has its own time limits and retries, and a
- * breaker left open after a short network blip would hold back keepalives long enough to lose a lock
- * with a short TTL, so every call goes straight through instead.
+ * The etcd3 client etcdlocker uses, with fault handling sized for a lock.
+ *
+ * etcd3's defaults put a circuit breaker on each host that stays open for 5 s after 3 failures. With a
+ * short TTL, a breaker left open after a network blip holds back keepalives past the loss deadline and
+ * loses a healthy lock. The lock already bounds and retries its own calls, so here a host that just
+ * failed is only skipped for a moment (the next endpoint is tried), and a failed call is retried once
+ * per endpoint, at once.
  */
-import { Etcd3, type IOptions } from 'etcd3';
+import { castGrpcError, Etcd3, type IOptions, isRecoverableError } from 'etcd3';
 
 type FaultHandling = NonNullable<IOptions['faultHandling']>;
 type Policy = ReturnType<NonNullable<FaultHandling['host']>>;
+type Call = (context: { signal: AbortSignal }) => unknown;
 
-/** A cockatiel-shaped policy that runs each call once, as is. */
-function passThrough(): Policy {
+/** How long a host that failed is passed over in favour of the others. */
+export const HOST_COOL_DOWN_MS = 500;
+
+function recoverable(err: unknown): boolean {
+  return err instanceof Error && isRecoverableError(castGrpcError(err));
+}
+
+/**
+ * A cockatiel-shaped policy (the interface etcd3 takes), without depending on cockatiel: etcd3 only
+ * calls `execute`.
+ */
+function policy(execute: (call: Call, signal: AbortSignal) => Promise<unknown>): Policy {
   const noEvent = () => ({ dispose: () => undefined });
   return {
     onSuccess: noEvent,
     onFailure: noEvent,
-    execute: (fn: (context: { signal: AbortSignal }) => unknown, signal?: AbortSignal) =>
-      Promise.resolve().then(() => fn({ signal: signal ?? new AbortController().signal })),
+    execute: (call: Call, signal?: AbortSignal) => execute(call, signal ?? new AbortController().signal),
   } as unknown as Policy;
+}
+
+/** Skips the host for a moment after a recoverable failure; etcd3 then tries the next endpoint. */
+function hostPolicy(): Policy {
+  let skipUntil = 0;
+  return policy(async (call, signal) => {
+    if (performance.now() < skipUntil) throw new Error('skipped: this etcd endpoint failed a moment ago');
+    try {
+      return await call({ signal });
+    } catch (err) {
+      if (recoverable(err)) skipUntil = performance.now() + HOST_COOL_DOWN_MS;
+      throw err;
+    }
+  });
+}
+
+/** Retries a call that failed recoverably, once per endpoint, so a dead endpoint is not the last word. */
+function retryPolicy(attempts: number): Policy {
+  return policy(async (call, signal) => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await call({ signal });
+      } catch (err) {
+        if (attempt >= attempts || !recoverable(err) || signal.aborted) throw err;
+      }
+    }
+  });
 }
 
 export function createClient(endpoints: string[]): Etcd3 {
   return new Etcd3({
     hosts: endpoints,
     dialTimeout: 3000,
-    faultHandling: { host: () => passThrough(), global: passThrough() },
+    faultHandling: { host: () => hostPolicy(), global: retryPolicy(endpoints.length + 1) },
   });
 }

@@ -204,10 +204,13 @@ class Run {
     this.#lock?.unsubscribe();
     this.#lock = undefined;
     for (const signal of FORWARDED_SIGNALS) process.off(signal, this.#onSignal);
-    void this.#released.then(() => {
-      this.log.info('released the lock');
-      this.#finish(this.#exitCode ?? ExitCode.childFailed);
-    });
+    // A failed lock$ calls our error handler before its teardown hands over the release: read it a tick later.
+    void Promise.resolve()
+      .then(() => this.#released)
+      .then(() => {
+        this.log.info('released the lock');
+        this.#finish(this.#exitCode ?? ExitCode.childFailed);
+      });
   }
 }
 

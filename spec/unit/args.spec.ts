@@ -1,0 +1,169 @@
+import assert from 'node:assert/strict';
+import { hostname } from 'node:os';
+import { describe, it } from 'node:test';
+import { type Config, parseArgs, parseEndpoints, UsageError } from '../../cli/args.js';
+
+function config(argv: string[], env: NodeJS.ProcessEnv = {}): Config {
+  const invocation = parseArgs(argv, env);
+  assert.equal(invocation.kind, 'run');
+  return (invocation as { config: Config }).config;
+}
+
+function usageError(argv: string[], env: NodeJS.ProcessEnv, pattern: RegExp) {
+  assert.throws(
+    () => parseArgs(argv, env),
+    (err: unknown) => err instanceof UsageError && pattern.test(err.message),
+    `${argv.join(' ')} ${JSON.stringify(env)} should fail with ${String(pattern)}`,
+  );
+}
+
+describe('etcdlocker arguments', () => {
+  it('fills in the 1.x defaults: localhost:2379, host name, TTL 60, refresh TTL/2, wait forever', () => {
+    const c = config(['-k', '/jobs/a', 'true']);
+    assert.deepEqual(c.endpoints, ['http://localhost:2379']);
+    assert.equal(c.key, '/jobs/a');
+    assert.equal(c.id, hostname());
+    assert.equal(c.ttlSeconds, 60);
+    assert.equal(c.refreshIntervalMs, 30_000);
+    assert.equal(c.waitMs, undefined);
+    assert.equal(c.killTimeoutMs, undefined);
+    assert.equal(c.node, false);
+    assert.equal(c.verbose, false);
+    assert.equal(c.command, 'true');
+    assert.deepEqual(c.args, []);
+  });
+
+  it('reads ETCD_LOCK_* from the environment, and flags win over it', () => {
+    const env = {
+      ETCD_LOCK_HOST: 'etcd1:2379,etcd2:2379',
+      ETCD_LOCK_ID: 'env-id',
+      ETCD_LOCK_KEY: '/env/key',
+      ETCD_LOCK_TTL: '20',
+      ETCD_LOCK_REFRESH: '5',
+      ETCD_CHILD_IS_NODE: '1',
+    };
+    const fromEnv = config(['job.js'], env);
+    assert.deepEqual(fromEnv.endpoints, ['http://etcd1:2379', 'http://etcd2:2379']);
+    assert.equal(fromEnv.id, 'env-id');
+    assert.equal(fromEnv.key, '/env/key');
+    assert.equal(fromEnv.ttlSeconds, 20);
+    assert.equal(fromEnv.refreshIntervalMs, 5000);
+    assert.equal(fromEnv.node, true);
+    const fromFlags = config(['-e', 'other:1', '-i', 'flag-id', '-k', '/flag', '-t', '9', '-r', '0.5', 'x'], env);
+    assert.deepEqual(fromFlags.endpoints, ['http://other:1']);
+    assert.equal(fromFlags.id, 'flag-id');
+    assert.equal(fromFlags.key, '/flag');
+    assert.equal(fromFlags.ttlSeconds, 9);
+    assert.equal(fromFlags.refreshIntervalMs, 500);
+  });
+
+  it("stops at the command, so the command's own flags pass through, with or without --", () => {
+    const plain = config(['-k', 'k', 'ls', '-la', '--color', '-k', 'not-ours']);
+    assert.equal(plain.command, 'ls');
+    assert.deepEqual(plain.args, ['-la', '--color', '-k', 'not-ours']);
+    const dashed = config(['-k', 'k', '-v', '--', '-weird-command', '-h']);
+    assert.equal(dashed.command, '-weird-command');
+    assert.deepEqual(dashed.args, ['-h']);
+    assert.equal(dashed.verbose, true);
+  });
+
+  it('takes -w and --kill-timeout in seconds, fractions allowed; -w 0 means try once', () => {
+    const c = config(['-k', 'k', '-w', '1.5', '--kill-timeout', '0.25', 'true']);
+    assert.equal(c.waitMs, 1500);
+    assert.equal(c.killTimeoutMs, 250);
+    assert.equal(config(['-k', 'k', '-w', '0', 'true']).waitMs, 0);
+  });
+
+  it('answers --help and --version before looking at anything else', () => {
+    assert.equal(parseArgs(['--help'], {}).kind, 'help');
+    assert.equal(parseArgs(['-h', '-t', 'nonsense'], {}).kind, 'help');
+    assert.equal(parseArgs(['--version'], {}).kind, 'version');
+  });
+
+  const bad: Array<[string, string[], NodeJS.ProcessEnv, RegExp]> = [
+    ['an unknown flag', ['--frobnicate', '-k', 'k', 'true'], {}, /unknown or unexpected option: --frobnicate/],
+    ['a missing key', ['true'], {}, /missing the lock key: pass -k\/--key or set ETCD_LOCK_KEY/],
+    ['a blank key', ['-k', ' ', 'true'], {}, /-k\/--key must not be blank/],
+    ['a missing command', ['-k', 'k'], {}, /missing the command/],
+    ['a flag without its value', ['-k'], {}, /option requires argument: -k/],
+    ['TTL 0', ['-t', '0', '-k', 'k', 'true'], {}, /-t\/--ttl must be a whole number of seconds .*got 0/],
+    ['a fractional TTL', ['-t', '1.5', '-k', 'k', 'true'], {}, /-t\/--ttl .*got 1\.5/],
+    ['a negative TTL', ['--ttl=-5', '-k', 'k', 'true'], {}, /-t\/--ttl .*got -5/],
+    ['a negative-looking TTL after -t', ['-t', '-5', '-k', 'k', 'true'], {}, /option requires argument: -t/],
+    ['a huge TTL', ['-t', '99999999999', '-k', 'k', 'true'], {}, /-t\/--ttl .*got 99999999999/],
+    [
+      'a TTL from the environment that is not a number',
+      ['-k', 'k', 'true'],
+      { ETCD_LOCK_TTL: 'ten' },
+      /ETCD_LOCK_TTL .*got ten/,
+    ],
+    [
+      'refresh equal to the TTL',
+      ['-t', '10', '-r', '10', '-k', 'k', 'true'],
+      {},
+      /-r\/--refresh must be above 0 and below the TTL \(10 s\), got 10/,
+    ],
+    ['refresh 0', ['-r', '0', '-k', 'k', 'true'], {}, /-r\/--refresh must be above 0/],
+    [
+      'refresh that is not a number',
+      ['-r', 'soon', '-k', 'k', 'true'],
+      {},
+      /-r\/--refresh must be a number of seconds/,
+    ],
+    ['a negative wait', ['--wait=-1', '-k', 'k', 'true'], {}, /-w\/--wait must be a number of seconds >= 0, got "-1"/],
+    ['a kill timeout that is not a number', ['--kill-timeout', 'x', '-k', 'k', 'true'], {}, /--kill-timeout must be/],
+    ['a malformed endpoint', ['-e', 'a:b:c', '-k', 'k', 'true'], {}, /-e\/--etcd has a malformed endpoint: "a:b:c"/],
+    [
+      'an endpoint from the environment with a path',
+      ['-k', 'k', 'true'],
+      { ETCD_LOCK_HOST: 'http://h:1/v2' },
+      /ETCD_LOCK_HOST: endpoint "http:\/\/h:1\/v2"/,
+    ],
+    [
+      'a bad ETCD_CHILD_IS_NODE',
+      ['-k', 'k', 'true'],
+      { ETCD_CHILD_IS_NODE: 'maybe' },
+      /ETCD_CHILD_IS_NODE must be 1\/true\/yes or 0\/false\/no, got "maybe"/,
+    ],
+  ];
+  for (const [what, argv, env, pattern] of bad) {
+    it(`rejects ${what}, naming it`, () => usageError(argv, env, pattern));
+  }
+
+  it('ignores an empty environment variable, as if unset', () => {
+    const c = config(['-k', 'k', 'true'], { ETCD_LOCK_TTL: '', ETCD_LOCK_HOST: '', ETCD_CHILD_IS_NODE: '' });
+    assert.equal(c.ttlSeconds, 60);
+    assert.deepEqual(c.endpoints, ['http://localhost:2379']);
+    assert.equal(c.node, false);
+  });
+});
+
+describe('etcd endpoints', () => {
+  const good: Array<[string, string[]]> = [
+    ['localhost:2379', ['http://localhost:2379']],
+    ['127.0.0.1', ['http://127.0.0.1:2379']],
+    ['http://a:80', ['http://a:80']],
+    ['https://h:443,https://g:1', ['https://h:443', 'https://g:1']],
+    ['[::1]:2379', ['http://[::1]:2379']],
+    [' a:1 , b:2 ', ['http://a:1', 'http://b:2']],
+  ];
+  for (const [input, expected] of good) {
+    it(`reads ${JSON.stringify(input)}`, () => assert.deepEqual(parseEndpoints(input, '-e'), expected));
+  }
+  const malformed: Array<[string, RegExp]> = [
+    ['h:', /needs a port/],
+    ['h:0', /needs a port/],
+    ['h:70000', /malformed|needs a port/],
+    ['ftp://x:1', /must use http:\/\/ or https:\/\//],
+    ['x:1,,y:2', /empty endpoint/],
+    ['http://x:1,https://y:2', /mixes http:\/\/ and https:\/\//],
+    ['user@h:1', /with no user, path or query/],
+  ];
+  for (const [input, pattern] of malformed) {
+    it(`rejects ${JSON.stringify(input)}`, () =>
+      assert.throws(
+        () => parseEndpoints(input, '-e'),
+        (err: unknown) => err instanceof UsageError && pattern.test(err.message),
+      ));
+  }
+});
