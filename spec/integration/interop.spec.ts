@@ -1,28 +1,12 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { Etcd3 } from 'etcd3';
 import { lock$ } from '../../lib/lock-stream.js';
 import { isLockError } from '../../lib/errors.js';
 import type { HeldState } from '../../lib/state.js';
 import { listKeys, uniquePrefix, useEtcd } from '../support/etcd.js';
+import { etcdctlLock } from '../support/etcdctl-lock.js';
 import { record, sleep } from '../support/recorder.js';
-
-/** `etcdctl lock <key> [cmd...]`, with its output collected. */
-function etcdctlLock(endpoints: string[], key: string, command: string[] = []) {
-  const child = spawn(
-    process.env['ETCDCTL_BIN'] ?? 'etcdctl',
-    [`--endpoints=${endpoints.join(',')}`, 'lock', key, ...command],
-    {
-      env: { ...process.env, ETCDCTL_API: '3' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  let stdout = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return { child, stdout: () => stdout, exited };
-}
 
 async function until(probe: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
   const start = performance.now();
