@@ -55,7 +55,9 @@ function version(): string {
 
 main(process.argv.slice(2)).then(
   (code) => {
-    process.exitCode = code;
+    // The lock is released and the client closed; etcd3 may still hold a watch-reconnect timer for a few
+    // hundred ms after close, which would only delay the exit. stdout and stderr are synchronous here.
+    process.exit(code);
   },
   (err: unknown) => {
     process.stderr.write(
