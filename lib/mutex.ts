@@ -35,11 +35,13 @@ export interface ContendOptions {
   onRelease?: ((released: Promise<void>) => void) | undefined;
 }
 
-/** The watches of one contender, and where their failures go. */
+/** The watches and pauses of one contender, and where their failures go. */
 interface WatchScope {
   watchers: Set<Watcher>;
   active: () => boolean;
   fail: (err: unknown) => void;
+  /** Resolves after `ms`, or at once when the contender is torn down (no timer outlives it). */
+  pause: (ms: number) => Promise<void>;
 }
 
 /** How long one KV request may take before we call etcd unavailable. */
@@ -69,9 +71,20 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
   return new Observable<MutexEvent>((subscriber) => {
     let stopped = false;
     const watchers = new Set<Watcher>();
+    const pauses = new Set<() => void>();
     const scope: WatchScope = {
       watchers,
       active: () => !stopped,
+      pause: (ms) =>
+        new Promise<void>((resolve) => {
+          const end = () => {
+            clearTimeout(timer);
+            pauses.delete(end);
+            resolve();
+          };
+          const timer = setTimeout(end, ms);
+          pauses.add(end);
+        }),
       fail: (err) => {
         if (stopped) return;
         subscriber.error(
@@ -92,7 +105,8 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
         subscriber.next({ kind: 'waiting', holder: holderOf(view.head), ahead: view.ahead });
         await deleted(client, view.predecessor.key, view.revision, watchers);
         if (stopped) return;
-        const next = await lookBehind(client, contender, view.ticket);
+        const next = await lookBehindPatiently(client, contender, view.ticket, scope);
+        if (stopped) return;
         if (!next) throw new LockLostError(contender.key, 'deleted', 'our queued key vanished while we waited');
         view = next;
       }
@@ -102,6 +116,7 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
 
     return () => {
       stopped = true;
+      for (const end of pauses) end();
       for (const watcher of watchers) void watcher.cancel().catch(() => undefined);
       watchers.clear();
       if (options.deleteOnRelease) {
@@ -179,6 +194,32 @@ async function lookBehind(client: Etcd3, contender: Contender, ticket: Ticket): 
   };
 }
 
+/** Pauses between re-reads of the queue while etcd fails them: from 50 ms, doubling, up to 1 s. */
+const RETRY_FIRST_MS = 50;
+const RETRY_MAX_MS = 1000;
+
+/**
+ * {@link lookBehind}, retried while etcd fails the request, for as long as the scope is active. A
+ * re-read after a wait or a cancelled watch must not turn a blip into a failure: if etcd stays away,
+ * the session's local deadline ends the lock (lost, `expired`), which is the one place that decides.
+ */
+async function lookBehindPatiently(
+  client: Etcd3,
+  contender: Contender,
+  ticket: Ticket,
+  scope: WatchScope,
+): Promise<QueueView | undefined> {
+  for (let pauseMs = RETRY_FIRST_MS; ; pauseMs = Math.min(pauseMs * 2, RETRY_MAX_MS)) {
+    try {
+      return await lookBehind(client, contender, ticket);
+    } catch (err) {
+      if (!scope.active() || isLockError(err)) throw err;
+      await scope.pause(pauseMs);
+      if (!scope.active()) return undefined;
+    }
+  }
+}
+
 /** The range reads that describe the queue: newest keys, head, count (all, or those before a revision). */
 function queueReads(prefix: string, before?: string): { newest: IRequestOp[]; before: IRequestOp[] } {
   const range: IRangeRequest = { key: Buffer.from(prefix), range_end: prefixEnd(Buffer.from(prefix)) };
@@ -254,7 +295,7 @@ function watchOwnership(
     // etcd cancelled the watch (compaction, say): check the key now, and watch again from there.
     watchers.delete(watcher);
     void watcher.cancel().catch(() => undefined);
-    lookBehind(client, contender, ticket).then((view) => {
+    lookBehindPatiently(client, contender, ticket, scope).then((view) => {
       if (!scope.active()) return;
       if (view) watchOwnership(client, contender, ticket, view.revision, scope);
       else fail(new LockLostError(contender.key, 'deleted', `${ticket.holderKey} is gone`));
