@@ -62,8 +62,11 @@ export class LockLostError extends LockError {
 
 /** `unlock()` or `release()` was called for a lock that is not held. */
 export class NotHeldError extends LockError {
-  constructor(readonly key: string) {
-    super('ETCDLOCK_NOT_HELD', `The lock ${JSON.stringify(key)} is not held`);
+  constructor(
+    readonly key: string,
+    message = `The lock ${JSON.stringify(key)} is not held`,
+  ) {
+    super('ETCDLOCK_NOT_HELD', message);
   }
 }
 

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3 } from 'etcd3';
 import { BehaviorSubject, filter, firstValueFrom, type Observable, skip, Subject, type Subscription } from 'rxjs';
-import { LockError, type LockLostError, NotHeldError } from './errors.js';
+import { type LockLostError, NotHeldError } from './errors.js';
 import { lock$ } from './lock-stream.js';
 import {
   resolveLockOptions,
@@ -136,7 +136,8 @@ export class Lock extends EventEmitter<{ error: [LockLostError] }> {
       refreshInterval: options.refreshIntervalMs,
       refresh$: this.#refresh$,
       onRelease: (released) => {
-        this.#released = released;
+        // Keep waiting for an earlier grant's release too (a lost lock's revoke may still be on its way).
+        this.#released = Promise.all([this.#released, released]).then(() => undefined);
       },
     }).subscribe({
       next: (state) => {
@@ -161,19 +162,23 @@ export class Lock extends EventEmitter<{ error: [LockLostError] }> {
   /**
    * Releases the lock; resolves once our key and lease are gone from etcd. Called while `lock()` is
    * still waiting, it cancels the wait (that `lock()` rejects with `ETCDLOCK_NOT_HELD`).
-   * Rejects with {@link NotHeldError} (`ETCDLOCK_NOT_HELD`) when neither held nor being acquired.
+   * Rejects with {@link NotHeldError} (`ETCDLOCK_NOT_HELD`) when neither held nor being acquired; after a
+   * loss, only once the lost lock's key and lease are gone (so `await lock.unlock().catch(() => {})`
+   * before closing the client leaves nothing behind).
    */
   async unlock(): Promise<void> {
     const subscription = this.#subscription;
-    if (!subscription) throw new NotHeldError(this.#key);
+    if (!subscription) {
+      // After a loss, the key and lease may still be on their way out: wait for that before saying so.
+      await this.#released;
+      throw new NotHeldError(this.#key);
+    }
     this.#subscription = undefined;
     const acquiring = this.#acquiring;
     this.#acquiring = undefined;
     subscription.unsubscribe();
     this.#state$.next({ kind: 'idle', key: this.#key, id: this.#id });
-    acquiring?.reject(
-      new LockError('ETCDLOCK_NOT_HELD', `unlock() cancelled the wait for ${JSON.stringify(this.#key)}`),
-    );
+    acquiring?.reject(new NotHeldError(this.#key, `unlock() cancelled the wait for ${JSON.stringify(this.#key)}`));
     await this.#released;
   }
 

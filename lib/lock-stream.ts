@@ -111,7 +111,10 @@ export function lock$(client: Etcd3, key: string, options?: LockOptions): Observ
         : EMPTY;
 
     const signal = o.signal;
-    if (signal?.aborted) return throwError(() => signal.reason as unknown);
+    if (signal?.aborted) {
+      // Nothing was started, so nothing to release; onRelease is still called once, as promised.
+      return throwError(() => signal.reason as unknown).pipe(finalize(() => o.onRelease?.(Promise.resolve())));
+    }
     const abort$ = signal
       ? fromEvent(signal, 'abort').pipe(
           map(() => {

@@ -12,7 +12,10 @@ export interface LockOptions {
   refreshInterval?: number;
   /** `false` tries once and fails with `ETCDLOCK_BUSY` when someone holds the lock. Default `true`. */
   wait?: boolean;
-  /** Milliseconds to wait for the lock before failing with `ETCDLOCK_TIMEOUT`. Default: no limit. */
+  /**
+   * Milliseconds to wait for the lock, counted from subscribing, before failing with `ETCDLOCK_TIMEOUT`.
+   * `0` tries once, like `wait: false` (`ETCDLOCK_BUSY` when held). Default: no limit.
+   */
   timeout?: number;
   /** Aborting stops waiting (or releases a held lock); the stream errors with `signal.reason`. */
   signal?: AbortSignal;
@@ -99,6 +102,13 @@ export function resolveLockOptions(key: unknown, options: LockOptions | undefine
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
     throw new InvalidArgumentError(`Expected \`signal\` to be an AbortSignal, got ${show(options.signal)}`);
   }
+  if (options.refresh$ !== undefined && typeof options.refresh$?.subscribe !== 'function') {
+    throw new InvalidArgumentError(`Expected \`refresh$\` to be an Observable, got ${show(options.refresh$)}`);
+  }
+  const scheduler = options.scheduler;
+  if (scheduler !== undefined && (typeof scheduler?.schedule !== 'function' || typeof scheduler.now !== 'function')) {
+    throw new InvalidArgumentError(`Expected \`scheduler\` to be an rxjs SchedulerLike, got ${show(scheduler)}`);
+  }
   if (options.onRelease !== undefined && typeof options.onRelease !== 'function') {
     throw new InvalidArgumentError(`Expected \`onRelease\` to be a function, got ${show(options.onRelease)}`);
   }
@@ -111,7 +121,8 @@ export function resolveLockOptions(key: unknown, options: LockOptions | undefine
     id,
     ttlSeconds,
     refreshIntervalMs,
-    wait: options.wait ?? true,
+    // timeout 0 would expire before the first round trip; it means "don't wait", as flock -w 0 does.
+    wait: (options.wait ?? true) && timeoutMs !== 0,
     timeoutMs,
     signal: options.signal,
     onRelease: options.onRelease,

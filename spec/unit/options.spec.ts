@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { hostname } from 'node:os';
 import { describe, it } from 'node:test';
 import type { Etcd3 } from 'etcd3';
+import type { Observable, SchedulerLike } from 'rxjs';
 import { InvalidArgumentError, isLockError } from '../../lib/errors.js';
 import { lock$ } from '../../lib/lock-stream.js';
 import { lossMarginMs, MAX_TTL_SECONDS, resolveLockOptions } from '../../lib/options.js';
@@ -44,6 +45,12 @@ const badInputs: Array<[string, () => unknown, RegExp]> = [
   ['unknown option', () => resolveLockOptions('/k', { tll: 5 } as never), /Unknown option `tll`/],
   ['bad signal', () => resolveLockOptions('/k', { signal: {} as AbortSignal }), /`signal`.*AbortSignal/],
   [
+    'bad refresh$',
+    () => resolveLockOptions('/k', { refresh$: 'now' as unknown as Observable<void> }),
+    /`refresh\$`.*Observable, got "now"/,
+  ],
+  ['bad scheduler', () => resolveLockOptions('/k', { scheduler: {} as SchedulerLike }), /`scheduler`.*SchedulerLike/],
+  [
     'bad releaseAfter',
     () => resolveLockOptions('/k', { releaseAfter: 5 as unknown as Promise<void> }),
     /`releaseAfter`.*promise, got 5/,
@@ -70,6 +77,28 @@ describe('option validation', () => {
     assert.equal(o.wait, true);
     assert.equal(o.prefix, '/jobs/a/');
     assert.equal(resolveLockOptions('/k', { ttl: 7 }).refreshIntervalMs, 3500);
+  });
+
+  it('treats timeout 0 as try-once (wait: false), as flock -w 0 does', () => {
+    assert.equal(resolveLockOptions('/k', { timeout: 0 }).wait, false);
+    assert.equal(resolveLockOptions('/k', { timeout: 1 }).wait, true);
+  });
+
+  it('an already-aborted signal: errors with its reason, calls onRelease once, never touches etcd', async () => {
+    const untouchable = { kv: { txn: () => fail() }, leaseClient: { leaseGrant: () => fail() }, watch: () => fail() } as unknown as Etcd3;
+    function fail(): never {
+      throw new Error('etcd was called');
+    }
+    const reason = new Error('stop');
+    const releases: Promise<void>[] = [];
+    const subscription = lock$(untouchable, '/k', {
+      signal: AbortSignal.abort(reason),
+      onRelease: (released) => releases.push(released),
+    });
+    const error = await new Promise((resolve) => subscription.subscribe({ error: resolve }));
+    assert.equal(error, reason);
+    assert.equal(releases.length, 1);
+    await releases[0];
   });
 
   it('accepts the longest TTL a Node timer can hold, and no more', () => {
