@@ -47,6 +47,17 @@ describe('keepAlive$ (virtual time)', () => {
     });
   });
 
+  it('unsubscribing tears down an in-flight keepalive exactly once, and nothing is sent after', () => {
+    const ts = scheduler();
+    ts.run(({ cold, expectObservable, expectSubscriptions }) => {
+      const slow = cold('300ms a|', { a: 4 });
+      const result$ = keepAlive$(params(ts, { send: () => slow }));
+      // Sent at 1000 and 2000 ms, answered 300 ms later; the third (3000 ms) is in flight when we let go at 3100.
+      expectObservable(result$, '3100ms !').toBe('1300ms a 999ms a', { a: 4 });
+      expectSubscriptions(slow.subscriptions).toBe(['1000ms ^ 299ms !', '2000ms ^ 299ms !', '3000ms ^ 99ms !']);
+    });
+  });
+
   it('fails with `expired` at sentAt + TTL - TTL/4 when no keepalive is ever answered', () => {
     const ts = scheduler();
     ts.run(({ cold, expectObservable }) => {
