@@ -85,7 +85,11 @@ describe('option validation', () => {
   });
 
   it('an already-aborted signal: errors with its reason, calls onRelease once, never touches etcd', async () => {
-    const untouchable = { kv: { txn: () => fail() }, leaseClient: { leaseGrant: () => fail() }, watch: () => fail() } as unknown as Etcd3;
+    const untouchable = {
+      kv: { txn: () => fail() },
+      leaseClient: { leaseGrant: () => fail() },
+      watch: () => fail(),
+    } as unknown as Etcd3;
     function fail(): never {
       throw new Error('etcd was called');
     }
