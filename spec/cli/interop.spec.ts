@@ -1,21 +1,15 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startLocker, tempDir } from '../support/cli.js';
 import { etcdctlLock } from '../support/etcdctl-lock.js';
-import { listKeys, uniquePrefix, useEtcd } from '../support/etcd.js';
+import { etcdForSuite, listKeys, uniquePrefix } from '../support/etcd.js';
 
 describe('etcdlocker and `etcdctl lock` exclude each other', () => {
-  let etcd: Awaited<ReturnType<typeof useEtcd>>;
+  const etcd = etcdForSuite();
   const tmp = tempDir('interop');
-  before(async () => {
-    etcd = await useEtcd();
-  });
-  after(async () => {
-    await etcd.stop();
-    tmp.remove();
-  });
+  after(() => tmp.remove());
 
   it('etcdlocker waits behind etcdctl lock, then runs with a higher revision', async () => {
     const key = `${uniquePrefix('cli-interop')}/a`;

@@ -2,27 +2,16 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import { after, before, describe, it } from 'node:test';
-import { Etcd3 } from 'etcd3';
+import { after, describe, it } from 'node:test';
 import { isAlive, runLocker, startLocker, tempDir, waitForFile, writeScript } from '../support/cli.js';
-import { listKeys, listLeases, uniquePrefix, useEtcd } from '../support/etcd.js';
+import { etcdForSuite, listKeys, listLeases, uniquePrefix } from '../support/etcd.js';
 
 const NODE = process.execPath;
 
 describe('etcdlocker runs a command while holding the lock (the built binary, real etcd)', () => {
-  let etcd: Awaited<ReturnType<typeof useEtcd>>;
-  let client: Etcd3;
+  const etcd = etcdForSuite();
   const tmp = tempDir('run');
-
-  before(async () => {
-    etcd = await useEtcd();
-    client = new Etcd3({ hosts: etcd.endpoints });
-  });
-  after(async () => {
-    client.close();
-    await etcd.stop();
-    tmp.remove();
-  });
+  after(() => tmp.remove());
 
   const endpoint = () => etcd.endpoints.join(',');
 
@@ -57,7 +46,7 @@ describe('etcdlocker runs a command while holding the lock (the built binary, re
       const t = setInterval(() => { if (fs.existsSync(${JSON.stringify(goFile)})) { clearInterval(t); } }, 10);`;
     const locker = startLocker(['-e', endpoint(), '-k', key, '-i', 'env-tester', '--', NODE, '-e', code]);
     const env = JSON.parse(await waitForFile(envFile)) as Record<string, string>;
-    const held = await client.getAll().prefix(`${key}/`).exec();
+    const held = await etcd.client.getAll().prefix(`${key}/`).exec();
     writeFileSync(goFile, 'go');
     assert.equal((await locker.result()).code, 0);
     assert.equal(held.kvs.length, 1);

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import net from 'node:net';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { Etcd3 } from 'etcd3';
 import { firstValueFrom, filter } from 'rxjs';
 import { Lock, type FacadeState } from '../../lib/facade.js';
 import { isLockError, LockLostError, NotHeldError } from '../../lib/errors.js';
-import { listKeys, listLeases, uniquePrefix, useEtcd } from '../support/etcd.js';
+import { etcdForSuite, listKeys, listLeases, uniquePrefix } from '../support/etcd.js';
 import { sleep } from '../support/recorder.js';
 
 /** A loopback port nobody listens on: bound, then closed. */
@@ -21,17 +21,7 @@ async function closedPort(): Promise<number> {
 }
 
 describe('the etcd-lock 1.x facade against a real etcd', () => {
-  let etcd: Awaited<ReturnType<typeof useEtcd>>;
-  let client: Etcd3;
-
-  before(async () => {
-    etcd = await useEtcd();
-    client = new Etcd3({ hosts: etcd.endpoints });
-  });
-  after(async () => {
-    client.close();
-    await etcd.stop();
-  });
+  const etcd = etcdForSuite();
 
   async function leaseExists(hexId: string): Promise<boolean> {
     return (await listLeases(etcd.endpoints)).includes(BigInt(`0x${hexId}`).toString());
@@ -39,7 +29,7 @@ describe('the etcd-lock 1.x facade against a real etcd', () => {
 
   it('lock() resolves with the lock once held; unlock() deletes the key and revokes the lease', async () => {
     const key = `${uniquePrefix('facade')}/basic`;
-    const lock = new Lock(client, key, 'worker-a', 5);
+    const lock = new Lock(etcd.client, key, 'worker-a', 5);
     assert.equal(lock.isHeld, false);
     assert.equal(lock.fencingToken, undefined);
     const resolved = await lock.lock();
@@ -48,7 +38,7 @@ describe('the etcd-lock 1.x facade against a real etcd', () => {
     assert.match(lock.fencingToken ?? '', /^\d+$/);
     const keys = await listKeys(etcd.endpoints, `${key}/`);
     assert.equal(keys.length, 1);
-    const kv = await client.get(keys[0]!).exec();
+    const kv = await etcd.client.get(keys[0]!).exec();
     assert.equal(kv.kvs[0]?.value.toString(), 'worker-a');
     assert.equal(kv.kvs[0]?.create_revision, lock.fencingToken);
     const leaseHex = keys[0]!.slice(key.length + 1);
@@ -61,8 +51,8 @@ describe('the etcd-lock 1.x facade against a real etcd', () => {
 
   it('a second Lock on the same key waits until the first unlocks, and gets a higher token', async () => {
     const key = `${uniquePrefix('facade')}/wait`;
-    const a = new Lock(client, key, 'a', 5);
-    const b = new Lock(client, key, 'b', 5);
+    const a = new Lock(etcd.client, key, 'a', 5);
+    const b = new Lock(etcd.client, key, 'b', 5);
     await a.lock();
     let bHeld = false;
     const bLocked = b.lock().then(() => (bHeld = true));
@@ -77,18 +67,18 @@ describe('the etcd-lock 1.x facade against a real etcd', () => {
 
   it('lock() while held refreshes the lease, resolves, and one unlock() releases', async () => {
     const key = `${uniquePrefix('facade')}/relock`;
-    const lock = new Lock(client, key, 'relocker', 10);
+    const lock = new Lock(etcd.client, key, 'relocker', 10);
     lock.refreshInterval = 9000; // no scheduled keepalive within this test: only lock() refreshes
     await lock.lock();
     const token = lock.fencingToken;
     const [holderKey] = await listKeys(etcd.endpoints, `${key}/`);
     const leaseId = BigInt(`0x${holderKey!.slice(key.length + 1)}`).toString();
     await sleep(1500);
-    const before = await client.leaseClient.leaseTimeToLive({ ID: leaseId });
+    const before = await etcd.client.leaseClient.leaseTimeToLive({ ID: leaseId });
     const states: FacadeState['kind'][] = [];
     const seen = lock.state$.subscribe((s) => states.push(s.kind));
     assert.equal(await lock.lock(), lock);
-    const afterRefresh = await client.leaseClient.leaseTimeToLive({ ID: leaseId });
+    const afterRefresh = await etcd.client.leaseClient.leaseTimeToLive({ ID: leaseId });
     seen.unsubscribe();
     assert.ok(Number(afterRefresh.TTL) > Number(before.TTL), `TTL went up: ${before.TTL} -> ${afterRefresh.TTL}`);
     assert.ok(states.includes('refreshed'), 'state$ saw the refresh');
@@ -99,7 +89,7 @@ describe('the etcd-lock 1.x facade against a real etcd', () => {
   });
 
   it('unlock() when not held rejects with NotHeldError (ETCDLOCK_NOT_HELD)', async () => {
-    const lock = new Lock(client, `${uniquePrefix('facade')}/never`, 'x', 5);
+    const lock = new Lock(etcd.client, `${uniquePrefix('facade')}/never`, 'x', 5);
     await assert.rejects(lock.unlock(), (err: unknown) => {
       assert.ok(err instanceof NotHeldError);
       assert.equal(err.code, 'ETCDLOCK_NOT_HELD');
@@ -110,9 +100,9 @@ describe('the etcd-lock 1.x facade against a real etcd', () => {
 
   it('unlock() while lock() waits cancels the wait and leaves no key', async () => {
     const key = `${uniquePrefix('facade')}/cancel`;
-    const holder = new Lock(client, key, 'holder', 5);
+    const holder = new Lock(etcd.client, key, 'holder', 5);
     await holder.lock();
-    const waiter = new Lock(client, key, 'waiter', 5);
+    const waiter = new Lock(etcd.client, key, 'waiter', 5);
     const waiting = waiter.lock();
     await firstValueFrom(waiter.state$.pipe(filter((s) => s.kind === 'acquiring' && s.waitingFor !== undefined)));
     assert.equal((await listKeys(etcd.endpoints, `${key}/`)).length, 2, 'the waiter is queued');
@@ -128,7 +118,7 @@ describe('the etcd-lock 1.x facade against a real etcd', () => {
 
   it('ttl and refreshInterval set before lock() are used for the lease', async () => {
     const key = `${uniquePrefix('facade')}/settings`;
-    const lock = new Lock(client, key, 'tuned', 60);
+    const lock = new Lock(etcd.client, key, 'tuned', 60);
     assert.equal(lock.refreshInterval, 30_000, 'refreshInterval follows the TTL until set');
     lock.ttl = 4;
     assert.equal(lock.refreshInterval, 2000);
@@ -138,7 +128,7 @@ describe('the etcd-lock 1.x facade against a real etcd', () => {
     await lock.lock();
     const [holderKey] = await listKeys(etcd.endpoints, `${key}/`);
     const leaseId = BigInt(`0x${holderKey!.slice(key.length + 1)}`).toString();
-    const ttl = await client.leaseClient.leaseTimeToLive({ ID: leaseId });
+    const ttl = await etcd.client.leaseClient.leaseTimeToLive({ ID: leaseId });
     assert.equal(ttl.grantedTTL, '4');
     await sleep(1000); // two refreshes at 400 ms; the default (2 s) would give none
     await lock.unlock();
@@ -157,11 +147,11 @@ describe('the etcd-lock 1.x facade against a real etcd', () => {
 
   it("emits 'error' with LockLostError when the key is deleted from outside, and is no longer held", async () => {
     const key = `${uniquePrefix('facade')}/lost`;
-    const lock = new Lock(client, key, 'victim', 5);
+    const lock = new Lock(etcd.client, key, 'victim', 5);
     await lock.lock();
     const lost = once(lock, 'error') as Promise<[LockLostError]>;
     const [holderKey] = await listKeys(etcd.endpoints, `${key}/`);
-    await client.delete().key(holderKey!).exec();
+    await etcd.client.delete().key(holderKey!).exec();
     const [err] = await lost;
     assert.ok(err instanceof LockLostError);
     assert.equal(err.code, 'ETCDLOCK_LOST');
@@ -178,12 +168,12 @@ describe('the etcd-lock 1.x facade against a real etcd', () => {
 
   it("emits 'error' when the lease is revoked from outside", async () => {
     const key = `${uniquePrefix('facade')}/revoked`;
-    const lock = new Lock(client, key, 'victim', 5);
+    const lock = new Lock(etcd.client, key, 'victim', 5);
     await lock.lock();
     const lost = once(lock, 'error') as Promise<[LockLostError]>;
     const [holderKey] = await listKeys(etcd.endpoints, `${key}/`);
     const leaseId = BigInt(`0x${holderKey!.slice(key.length + 1)}`).toString();
-    await client.leaseClient.leaseRevoke({ ID: leaseId });
+    await etcd.client.leaseClient.leaseRevoke({ ID: leaseId });
     const [err] = await lost;
     assert.ok(err instanceof LockLostError);
     assert.ok(['deleted', 'expired'].includes(err.reason), `reason ${err.reason}`);
@@ -211,7 +201,7 @@ describe('the etcd-lock 1.x facade against a real etcd', () => {
   it('await using releases the lock at the end of the block', async () => {
     const key = `${uniquePrefix('facade')}/dispose`;
     {
-      await using lock = await new Lock(client, key, 'scoped', 5).lock();
+      await using lock = await new Lock(etcd.client, key, 'scoped', 5).lock();
       assert.equal(lock.isHeld, true);
       assert.equal((await listKeys(etcd.endpoints, `${key}/`)).length, 1);
     }

@@ -1,32 +1,15 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { Etcd3 } from 'etcd3';
+import { describe, it } from 'node:test';
 import { lock$ } from '../../lib/lock-stream.js';
 import { isLockError } from '../../lib/errors.js';
 import type { HeldState } from '../../lib/state.js';
-import { listKeys, uniquePrefix, useEtcd } from '../support/etcd.js';
+import { etcdForSuite, listKeys, uniquePrefix } from '../support/etcd.js';
 import { etcdctlLock } from '../support/etcdctl-lock.js';
+import { until } from '../support/poll.js';
 import { record, sleep } from '../support/recorder.js';
 
-async function until(probe: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
-  const start = performance.now();
-  while (!probe()) {
-    if (performance.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
-
 describe("interoperates with `etcdctl lock` (the same key layout as etcd's own lock)", () => {
-  let etcd: Awaited<ReturnType<typeof useEtcd>>;
-  let client: Etcd3;
-  before(async () => {
-    etcd = await useEtcd();
-    client = new Etcd3({ hosts: etcd.endpoints });
-  });
-  after(async () => {
-    client.close();
-    await etcd.stop();
-  });
+  const etcd = etcdForSuite();
 
   it('excludes us while etcdctl holds the lock, and hands over when it lets go', async () => {
     const key = `${uniquePrefix('interop')}/a`;
@@ -34,10 +17,10 @@ describe("interoperates with `etcdctl lock` (the same key layout as etcd's own l
     try {
       // With no command, etcdctl prints its holder key once it holds the lock, and holds until interrupted.
       await until(() => ctl.stdout().startsWith(`${key}/`), 'etcdctl to hold the lock');
-      const tryOnce = record((onRelease) => lock$(client, key, { wait: false, ttl: 5, onRelease }));
+      const tryOnce = record((onRelease) => lock$(etcd.client, key, { wait: false, ttl: 5, onRelease }));
       const err = await tryOnce.failed();
       assert.ok(isLockError(err) && err.code === 'ETCDLOCK_BUSY', String(err));
-      const waiter = record((onRelease) => lock$(client, key, { id: 'node', ttl: 5, onRelease }));
+      const waiter = record((onRelease) => lock$(etcd.client, key, { id: 'node', ttl: 5, onRelease }));
       await until(() => waiter.states.some((s) => s.kind === 'acquiring' && s.ahead === 1), 'our waiter to queue');
       await sleep(300);
       assert.ok(!waiter.states.some((s) => s.kind === 'held'), 'not held while etcdctl holds it');
@@ -54,7 +37,7 @@ describe("interoperates with `etcdctl lock` (the same key layout as etcd's own l
 
   it('makes etcdctl wait while we hold the lock, and etcdctl sees a later revision than our token', async () => {
     const key = `${uniquePrefix('interop')}/b`;
-    const ours = record((onRelease) => lock$(client, key, { ttl: 5, onRelease }));
+    const ours = record((onRelease) => lock$(etcd.client, key, { ttl: 5, onRelease }));
     const held = (await ours.next('held')) as HeldState;
     const ctl = etcdctlLock(etcd.endpoints, key, ['--', 'sh', '-c', 'echo "rev=$ETCD_LOCK_REV key=$ETCD_LOCK_KEY"']);
     try {

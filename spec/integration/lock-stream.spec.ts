@@ -1,24 +1,14 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { Etcd3 } from 'etcd3';
+import { describe, it } from 'node:test';
 import { lock$ } from '../../lib/lock-stream.js';
 import { isLockError, LockLostError } from '../../lib/errors.js';
 import type { HeldState } from '../../lib/state.js';
-import { listKeys, listLeases, uniquePrefix, useEtcd, etcdctl } from '../support/etcd.js';
+import { etcdForSuite, listKeys, listLeases, uniquePrefix, etcdctl } from '../support/etcd.js';
+import { until } from '../support/poll.js';
 import { record, sleep, type Recorded } from '../support/recorder.js';
 
 describe('lock$ against a real etcd', () => {
-  let etcd: Awaited<ReturnType<typeof useEtcd>>;
-  let client: Etcd3;
-
-  before(async () => {
-    etcd = await useEtcd();
-    client = new Etcd3({ hosts: etcd.endpoints });
-  });
-  after(async () => {
-    client.close();
-    await etcd.stop();
-  });
+  const etcd = etcdForSuite();
 
   /** No key under the lock and none of these leases left: nothing was left behind. */
   async function assertNothingLeft(key: string, leaseHexes: string[] = []) {
@@ -29,13 +19,13 @@ describe('lock$ against a real etcd', () => {
 
   it('acquires a free lock: acquiring, then held with a token, the key in etcd layout, the lease', async () => {
     const key = `${uniquePrefix('lock')}/job`;
-    const a = record((onRelease) => lock$(client, key, { id: 'worker-a', ttl: 5, onRelease }));
+    const a = record((onRelease) => lock$(etcd.client, key, { id: 'worker-a', ttl: 5, onRelease }));
     const held = (await a.next('held')) as HeldState;
     assert.equal(a.states[0]?.kind, 'acquiring');
     assert.match(held.fencingToken, /^\d+$/);
     assert.match(held.leaseId, /^[0-9a-f]+$/);
     assert.equal(held.holderKey, `${key}/${held.leaseId}`);
-    const kv = await client.get(held.holderKey).exec();
+    const kv = await etcd.client.get(held.holderKey).exec();
     assert.equal(kv.kvs[0]?.value.toString(), 'worker-a');
     assert.equal(kv.kvs[0]?.create_revision, held.fencingToken);
     assert.equal(BigInt(kv.kvs[0]?.lease ?? '0').toString(16), held.leaseId);
@@ -46,7 +36,7 @@ describe('lock$ against a real etcd', () => {
 
   it('emits refreshed at each keepalive with the granted TTL', async () => {
     const key = `${uniquePrefix('lock')}/refresh`;
-    const a = record((onRelease) => lock$(client, key, { ttl: 2, refreshInterval: 300, onRelease }));
+    const a = record((onRelease) => lock$(etcd.client, key, { ttl: 2, refreshInterval: 300, onRelease }));
     const refreshed = await a.next('refreshed', 5000);
     assert.equal(refreshed.kind === 'refreshed' && refreshed.ttl >= 2, true);
     await a.release();
@@ -55,16 +45,16 @@ describe('lock$ against a real etcd', () => {
 
   it('serves 5 waiters in FIFO order with strictly rising fencing tokens', async () => {
     const key = `${uniquePrefix('lock')}/fifo`;
-    const holder = record((onRelease) => lock$(client, key, { id: 'holder', ttl: 10, onRelease }));
+    const holder = record((onRelease) => lock$(etcd.client, key, { id: 'holder', ttl: 10, onRelease }));
     await holder.next('held');
     const order: string[] = [];
     const tokens: bigint[] = [BigInt((holder.states[1] as HeldState).fencingToken)];
     const waiters: Array<{ id: string; w: Recorded }> = [];
     for (let i = 0; i < 5; i++) {
       const id = `waiter-${i}`;
-      const w = record((onRelease) => lock$(client, key, { id, ttl: 10, onRelease }));
+      const w = record((onRelease) => lock$(etcd.client, key, { id, ttl: 10, onRelease }));
       // Queued (its key exists and it knows who is ahead) before the next one subscribes.
-      await until(() => w.states.some((s) => s.kind === 'acquiring' && s.ahead === i + 1));
+      await until(() => w.states.some((s) => s.kind === 'acquiring' && s.ahead === i + 1), `w queued`);
       waiters.push({ id, w });
     }
     const last = waiters.at(-1)!.w.states.find((s) => s.kind === 'acquiring' && s.waitingFor);
@@ -95,9 +85,9 @@ describe('lock$ against a real etcd', () => {
 
   it('try-once on a held lock fails with ETCDLOCK_BUSY naming the holder, and leaves no key', async () => {
     const key = `${uniquePrefix('lock')}/busy`;
-    const holder = record((onRelease) => lock$(client, key, { id: 'holder', ttl: 5, onRelease }));
+    const holder = record((onRelease) => lock$(etcd.client, key, { id: 'holder', ttl: 5, onRelease }));
     await holder.next('held');
-    const tryOnce = record((onRelease) => lock$(client, key, { id: 'try', ttl: 5, wait: false, onRelease }));
+    const tryOnce = record((onRelease) => lock$(etcd.client, key, { id: 'try', ttl: 5, wait: false, onRelease }));
     const err = await tryOnce.failed();
     assert.ok(isLockError(err) && err.code === 'ETCDLOCK_BUSY', String(err));
     assert.match((err as Error).message, /"holder"/);
@@ -109,9 +99,9 @@ describe('lock$ against a real etcd', () => {
 
   it('a timeout fails with ETCDLOCK_TIMEOUT and removes the queued key', async () => {
     const key = `${uniquePrefix('lock')}/timeout`;
-    const holder = record((onRelease) => lock$(client, key, { ttl: 5, onRelease }));
+    const holder = record((onRelease) => lock$(etcd.client, key, { ttl: 5, onRelease }));
     await holder.next('held');
-    const waiter = record((onRelease) => lock$(client, key, { ttl: 5, timeout: 300, onRelease }));
+    const waiter = record((onRelease) => lock$(etcd.client, key, { ttl: 5, timeout: 300, onRelease }));
     const err = await waiter.failed();
     assert.ok(isLockError(err) && err.code === 'ETCDLOCK_TIMEOUT', String(err));
     await waiter.released();
@@ -122,11 +112,11 @@ describe('lock$ against a real etcd', () => {
 
   it('aborting the signal while queued errors with signal.reason and removes the queued key', async () => {
     const key = `${uniquePrefix('lock')}/abort`;
-    const holder = record((onRelease) => lock$(client, key, { ttl: 5, onRelease }));
+    const holder = record((onRelease) => lock$(etcd.client, key, { ttl: 5, onRelease }));
     await holder.next('held');
     const controller = new AbortController();
-    const waiter = record((onRelease) => lock$(client, key, { ttl: 5, signal: controller.signal, onRelease }));
-    await until(() => waiter.states.some((s) => s.kind === 'acquiring' && s.ahead === 1));
+    const waiter = record((onRelease) => lock$(etcd.client, key, { ttl: 5, signal: controller.signal, onRelease }));
+    await until(() => waiter.states.some((s) => s.kind === 'acquiring' && s.ahead === 1), `waiter queued`);
     const reason = new Error('shutting down');
     controller.abort(reason);
     assert.equal(await waiter.failed(), reason);
@@ -138,12 +128,12 @@ describe('lock$ against a real etcd', () => {
 
   it('unsubscribing while queued removes the key, and the next waiter still gets the lock in order', async () => {
     const key = `${uniquePrefix('lock')}/cancel`;
-    const holder = record((onRelease) => lock$(client, key, { id: 'h', ttl: 5, onRelease }));
+    const holder = record((onRelease) => lock$(etcd.client, key, { id: 'h', ttl: 5, onRelease }));
     await holder.next('held');
-    const middle = record((onRelease) => lock$(client, key, { id: 'm', ttl: 5, onRelease }));
-    await until(() => middle.states.some((s) => s.kind === 'acquiring' && s.ahead === 1));
-    const last = record((onRelease) => lock$(client, key, { id: 'l', ttl: 5, onRelease }));
-    await until(() => last.states.some((s) => s.kind === 'acquiring' && s.ahead === 2));
+    const middle = record((onRelease) => lock$(etcd.client, key, { id: 'm', ttl: 5, onRelease }));
+    await until(() => middle.states.some((s) => s.kind === 'acquiring' && s.ahead === 1), `middle queued`);
+    const last = record((onRelease) => lock$(etcd.client, key, { id: 'l', ttl: 5, onRelease }));
+    await until(() => last.states.some((s) => s.kind === 'acquiring' && s.ahead === 2), `last queued`);
     await middle.release();
     assert.equal((await listKeys(etcd.endpoints, `${key}/`)).length, 2, 'the cancelled key is gone');
     await holder.release();
@@ -155,10 +145,10 @@ describe('lock$ against a real etcd', () => {
 
   it('reports lost (deleted) when our key is deleted from outside, well within the TTL', async () => {
     const key = `${uniquePrefix('lock')}/deleted`;
-    const a = record((onRelease) => lock$(client, key, { ttl: 10, onRelease }));
+    const a = record((onRelease) => lock$(etcd.client, key, { ttl: 10, onRelease }));
     const held = (await a.next('held')) as HeldState;
     const deletedAt = performance.now();
-    await client.delete().key(held.holderKey).exec();
+    await etcd.client.delete().key(held.holderKey).exec();
     const lost = await a.next('lost');
     assert.equal(lost.kind === 'lost' && lost.reason, 'deleted');
     assert.ok(lost.at - deletedAt < 10_000, 'detected before the lease could expire');
@@ -171,13 +161,13 @@ describe('lock$ against a real etcd', () => {
 
   it('reports lost (changed) when our key is overwritten from outside', async () => {
     const key = `${uniquePrefix('lock')}/changed`;
-    const a = record((onRelease) => lock$(client, key, { ttl: 10, onRelease }));
+    const a = record((onRelease) => lock$(etcd.client, key, { ttl: 10, onRelease }));
     const held = (await a.next('held')) as HeldState;
-    await client.put(held.holderKey).value('intruder').exec();
+    await etcd.client.put(held.holderKey).value('intruder').exec();
     const lost = await a.next('lost');
     assert.equal(lost.kind === 'lost' && lost.reason, 'changed');
     await a.released();
-    await client.delete().key(held.holderKey).exec(); // the intruder's put took it off our lease
+    await etcd.client.delete().key(held.holderKey).exec(); // the intruder's put took it off our lease
     await assertNothingLeft(key, [held.leaseId]);
   });
 
@@ -185,12 +175,12 @@ describe('lock$ against a real etcd', () => {
     const key = `${uniquePrefix('lock')}/gate`;
     let openGate!: () => void;
     const gate = new Promise<void>((resolve) => (openGate = resolve));
-    const a = record((onRelease) => lock$(client, key, { id: 'a', ttl: 10, onRelease, releaseAfter: gate }));
+    const a = record((onRelease) => lock$(etcd.client, key, { id: 'a', ttl: 10, onRelease, releaseAfter: gate }));
     const held = (await a.next('held')) as HeldState;
-    const b = record((onRelease) => lock$(client, key, { id: 'b', ttl: 10, onRelease }));
-    await until(() => b.states.some((s) => s.kind === 'acquiring' && s.waitingFor?.id === 'a'));
+    const b = record((onRelease) => lock$(etcd.client, key, { id: 'b', ttl: 10, onRelease }));
+    await until(() => b.states.some((s) => s.kind === 'acquiring' && s.waitingFor?.id === 'a'), 'b queued behind a');
     // Overwrite our key but keep it on our lease: the lock is lost ('changed'), yet the key still queues b.
-    await client
+    await etcd.client
       .put(held.holderKey)
       .value('intruder')
       .lease(BigInt(`0x${held.leaseId}`).toString())
@@ -209,7 +199,7 @@ describe('lock$ against a real etcd', () => {
 
   it('reports lost when the lease is revoked from outside', async () => {
     const key = `${uniquePrefix('lock')}/revoked`;
-    const a = record((onRelease) => lock$(client, key, { ttl: 10, onRelease }));
+    const a = record((onRelease) => lock$(etcd.client, key, { ttl: 10, onRelease }));
     const held = (await a.next('held')) as HeldState;
     const revoked = await etcdctl(etcd.endpoints, ['lease', 'revoke', held.leaseId]);
     assert.equal(revoked.code, 0, revoked.stderr);
@@ -224,14 +214,14 @@ describe('lock$ against a real etcd', () => {
 
   it('a waiter whose key vanishes while queued fails and is never told it holds the lock', async () => {
     const key = `${uniquePrefix('lock')}/vanish`;
-    const holder = record((onRelease) => lock$(client, key, { ttl: 10, onRelease }));
+    const holder = record((onRelease) => lock$(etcd.client, key, { ttl: 10, onRelease }));
     await holder.next('held');
-    const waiter = record((onRelease) => lock$(client, key, { ttl: 10, onRelease }));
-    await until(() => waiter.states.some((s) => s.kind === 'acquiring' && s.ahead === 1));
+    const waiter = record((onRelease) => lock$(etcd.client, key, { ttl: 10, onRelease }));
+    await until(() => waiter.states.some((s) => s.kind === 'acquiring' && s.ahead === 1), `waiter queued`);
     const keys = await listKeys(etcd.endpoints, `${key}/`);
     const holderKey = (holder.states[1] as HeldState).holderKey;
     const waiterKey = keys.find((k) => k !== holderKey)!;
-    await client.delete().key(waiterKey).exec();
+    await etcd.client.delete().key(waiterKey).exec();
     const err = await waiter.failed();
     assert.ok(isLockError(err) && err.code === 'ETCDLOCK_LOST', String(err));
     await holder.release();
@@ -243,10 +233,10 @@ describe('lock$ against a real etcd', () => {
 
   it('a waiter whose lease is revoked while queued fails and is never told it holds the lock', async () => {
     const key = `${uniquePrefix('lock')}/lease-gone`;
-    const holder = record((onRelease) => lock$(client, key, { ttl: 10, onRelease }));
+    const holder = record((onRelease) => lock$(etcd.client, key, { ttl: 10, onRelease }));
     await holder.next('held');
-    const waiter = record((onRelease) => lock$(client, key, { ttl: 10, onRelease }));
-    await until(() => waiter.states.some((s) => s.kind === 'acquiring' && s.ahead === 1));
+    const waiter = record((onRelease) => lock$(etcd.client, key, { ttl: 10, onRelease }));
+    await until(() => waiter.states.some((s) => s.kind === 'acquiring' && s.ahead === 1), `waiter queued`);
     const holderLease = (holder.states[1] as HeldState).leaseId;
     const waiterKeys = (await listKeys(etcd.endpoints, `${key}/`)).filter((k) => !k.endsWith(holderLease));
     assert.equal(waiterKeys.length, 1);
@@ -260,12 +250,3 @@ describe('lock$ against a real etcd', () => {
     await assertNothingLeft(key);
   });
 });
-
-/** Polls `probe` every 10 ms until it is true (at most 20 s). */
-async function until(probe: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const start = performance.now();
-  while (!probe()) {
-    if (performance.now() - start > timeoutMs) throw new Error('timed out waiting for a condition');
-    await sleep(10);
-  }
-}

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { Etcd3 } from 'etcd3';
 import { lock$ } from '../../lib/lock-stream.js';
 import { LockLostError } from '../../lib/errors.js';
 import type { HeldState } from '../../lib/state.js';
-import { etcdctl, listKeys, uniquePrefix, useEtcd } from '../support/etcd.js';
+import { etcdForSuite, etcdctl, listKeys, uniquePrefix } from '../support/etcd.js';
 import { startProxy, type TcpProxy } from '../support/proxy.js';
 import { record } from '../support/recorder.js';
 
@@ -15,16 +15,7 @@ import { record } from '../support/recorder.js';
  * moment the holder gave up.
  */
 describe('loss detected locally when etcd cannot be reached', () => {
-  let etcd: Awaited<ReturnType<typeof useEtcd>>;
-  let direct: Etcd3;
-  before(async () => {
-    etcd = await useEtcd();
-    direct = new Etcd3({ hosts: etcd.endpoints });
-  });
-  after(async () => {
-    direct.close();
-    await etcd.stop();
-  });
+  const etcd = etcdForSuite();
 
   for (const fault of ['pause', 'cut'] as const) {
     it(`reports lost (expired) before the lease can expire when the connection is ${fault === 'pause' ? 'paused (hangs)' : 'cut (resets)'}`, async () => {
@@ -41,7 +32,7 @@ describe('loss detected locally when etcd cannot be reached', () => {
         else proxy.cut();
         const lost = await a.next('lost', 10_000);
         // Ask etcd directly, now: the lease must still be alive, i.e. we gave up before it could expire.
-        const ttlLeft = await direct.leaseClient.leaseTimeToLive({ ID: BigInt(`0x${held.leaseId}`).toString() });
+        const ttlLeft = await etcd.client.leaseClient.leaseTimeToLive({ ID: BigInt(`0x${held.leaseId}`).toString() });
         assert.equal(lost.kind === 'lost' && lost.reason, 'expired');
         // etcd answers -1 for a lease that expired (or never was), else the whole seconds left (0 = under 1 s).
         assert.ok(Number(ttlLeft.TTL) >= 0, `the lease was still alive on etcd (TTL answer ${ttlLeft.TTL})`);

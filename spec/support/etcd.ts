@@ -12,7 +12,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { after, before } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Etcd3 } from 'etcd3';
 
 const ETCD_BIN = process.env['ETCD_BIN'] || 'etcd';
 const ETCDCTL_BIN = process.env['ETCDCTL_BIN'] || 'etcdctl';
@@ -513,6 +515,53 @@ export async function useEtcd(): Promise<{ endpoints: string[]; node?: EtcdNode;
   if (endpoints) return { endpoints, stop: async () => {} };
   const node = await startEtcd();
   return { endpoints: [node.endpoint], node, stop: () => node.stop() };
+}
+
+/** What {@link etcdForSuite} gives a test file: read the fields inside tests and hooks, once `before` has run. */
+export interface SuiteEtcd {
+  readonly endpoints: string[];
+  /** The node this file started, or undefined on the user's cluster (`ETCD_ENDPOINTS`). */
+  readonly node: EtcdNode | undefined;
+  /** An etcd3 client on {@link endpoints}, closed after the suite. */
+  readonly client: Etcd3;
+}
+
+/**
+ * Call inside a `describe`: registers `before` and `after` hooks that start an etcd ({@link useEtcd}) and an etcd3
+ * client on it, then close and stop them.
+ *
+ * @example
+ * describe('my lock', () => {
+ *   const etcd = etcdForSuite();
+ *   it('...', async () => { await etcd.client.put('/k').value('v'); });
+ * });
+ */
+export function etcdForSuite(): SuiteEtcd {
+  let etcd: Awaited<ReturnType<typeof useEtcd>> | undefined;
+  let client: Etcd3 | undefined;
+  before(async () => {
+    etcd = await useEtcd();
+    client = new Etcd3({ hosts: etcd.endpoints });
+  });
+  after(async () => {
+    client?.close();
+    await etcd?.stop();
+  });
+  const started = () => {
+    if (!etcd || !client) throw new Error('etcdForSuite: read the fields inside a test or hook, after before()');
+    return { etcd, client };
+  };
+  return {
+    get endpoints() {
+      return started().etcd.endpoints;
+    },
+    get node() {
+      return started().etcd.node;
+    },
+    get client() {
+      return started().client;
+    },
+  };
 }
 
 let prefixCounter = 0;

@@ -1,0 +1,10 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/** Polls `probe` every 10 ms until it is true; rejects naming `what` after `timeoutMs`. */
+export async function until(probe: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
+  const start = performance.now();
+  while (!probe()) {
+    if (performance.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
