@@ -9,7 +9,6 @@ import {
   defer,
   filter,
   first,
-  fromEvent,
   map,
   merge,
   Observable,
@@ -55,7 +54,13 @@ export interface PingOptions {
 export function ping$(peer: PingPeer, options: PingOptions): Observable<number> {
   const scheduler = options.scheduler ?? asyncScheduler;
   const nextValue = options.nextValue ?? (() => randomInt(1, 2 ** 47));
-  const messages$: Observable<unknown> = fromEvent(peer, 'message');
+  // Not fromEvent(): a ChildProcess emits 'message' with two arguments (message, sendHandle), and fromEvent
+  // then emits the pair as an array, which is never a pong.
+  const messages$ = new Observable<unknown>((subscriber) => {
+    const listener = (message: unknown) => subscriber.next(message);
+    peer.on('message', listener);
+    return () => peer.off('message', listener);
+  });
   const one$ = defer(() => {
     const value = nextValue();
     if (!peer.connected) return throwError(() => new PingError('disconnected', 'the IPC channel is closed'));
