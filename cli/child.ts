@@ -99,16 +99,30 @@ export interface StopOptions {
 export async function stopChild(child: Child, options: StopOptions): Promise<boolean> {
   if (!child.exited) {
     child.signalGroup('SIGTERM');
-    const inTime = await Promise.race([child.outcome.then(() => true), sleep(options.graceMs, false)]);
+    const inTime = await settlesWithin(child.outcome, options.graceMs);
     if (!inTime) {
       options.onEscalate?.();
       child.signalGroup('SIGKILL');
-      const reaped = await Promise.race([child.outcome.then(() => true), sleep(options.killWaitMs ?? 5000, false)]);
+      const reaped = await settlesWithin(child.outcome, options.killWaitMs ?? 5000);
       if (!reaped) return false;
     }
   }
   await sweepGroup(child);
   return true;
+}
+
+/**
+ * True once `promise` settles, false if `ms` pass first. The timer is cleared either way: a pending one would
+ * keep etcdlocker alive for the rest of the grace after the command is long gone.
+ */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(resolve, ms, false)));
+  try {
+    return await Promise.race([promise.then(() => true), timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** SIGKILL to what the command left in its group, then wait (briefly, bounded) until none of it is left. */
