@@ -86,9 +86,12 @@ export function startLocker(args: readonly string[], env: NodeJS.ProcessEnv = {}
       }
     },
     async result(timeoutMs = 60_000) {
-      const timer = sleep(timeoutMs, 'timeout' as const);
+      // The timer is cancelled once the process exits: a pending one would keep the test file alive for a minute.
+      const cancel = new AbortController();
+      const timer = sleep(timeoutMs, 'timeout' as const, { signal: cancel.signal }).catch(() => 'cancelled' as const);
       const outcome = await Promise.race([exited, timer]);
-      if (outcome === 'timeout') {
+      cancel.abort();
+      if (outcome === 'timeout' || outcome === 'cancelled') {
         child.kill('SIGKILL');
         throw new Error(`etcdlocker did not exit within ${timeoutMs} ms; stderr:\n${stderr}`);
       }
