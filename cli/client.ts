@@ -33,11 +33,18 @@ function policy(execute: (call: Call, signal: AbortSignal) => Promise<unknown>):
   } as unknown as Policy;
 }
 
+/** A call not sent because its host failed a moment ago: never the error to report if a real one came first. */
+class HostSkippedError extends Error {
+  constructor() {
+    super('skipped: this etcd endpoint failed a moment ago');
+  }
+}
+
 /** Skips the host for a moment after a recoverable failure; etcd3 then tries the next endpoint. */
 function hostPolicy(): Policy {
   let skipUntil = 0;
   return policy(async (call, signal) => {
-    if (performance.now() < skipUntil) throw new Error('skipped: this etcd endpoint failed a moment ago');
+    if (performance.now() < skipUntil) throw new HostSkippedError();
     try {
       return await call({ signal });
     } catch (err) {
@@ -47,14 +54,20 @@ function hostPolicy(): Policy {
   });
 }
 
-/** Retries a call that failed recoverably, once per endpoint, so a dead endpoint is not the last word. */
+/**
+ * Retries a call that failed recoverably, once per endpoint, so a dead endpoint is not the last word. When every
+ * attempt fails, the first real failure is reported (say, a deadline exceeded), not a later skip of that host.
+ */
 function retryPolicy(attempts: number): Policy {
   return policy(async (call, signal) => {
+    let firstFailure: unknown;
     for (let attempt = 1; ; attempt++) {
       try {
         return await call({ signal });
       } catch (err) {
-        if (attempt >= attempts || !recoverable(err) || signal.aborted) throw err;
+        const skipped = err instanceof HostSkippedError;
+        if (!skipped) firstFailure ??= err;
+        if (attempt >= attempts || !(skipped || recoverable(err)) || signal.aborted) throw firstFailure ?? err;
       }
     }
   });

@@ -146,7 +146,9 @@ class Run {
       return;
     }
     if (this.#child) return; // the command already ended; its exit code stands
-    this.#end(ExitCode.acquireFailed, `could not acquire ${JSON.stringify(this.config.key)}: ${describe(err)}`);
+    const where =
+      isLockError(err) && err.code === 'ETCDLOCK_UNAVAILABLE' ? ` (etcd: ${this.config.endpoints.join(',')})` : '';
+    this.#end(ExitCode.acquireFailed, `could not acquire ${JSON.stringify(this.config.key)}${where}: ${describe(err)}`);
     this.#wrapUp();
   }
 
