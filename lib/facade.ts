@@ -4,6 +4,7 @@ import { BehaviorSubject, filter, firstValueFrom, type Observable, skip, Subject
 import { type LockLostError, NotHeldError } from './errors.js';
 import { lock$ } from './lock-stream.js';
 import {
+  assertClient,
   resolveLockOptions,
   validateId,
   validateKey,
@@ -57,7 +58,7 @@ export class Lock extends EventEmitter<{ error: [LockLostError] }> {
     super();
     // Checked here rather than at lock(): a facade with a bad argument is a bug to report at once.
     resolveLockOptions(key, { id, ttl });
-    lock$(etcd, key, { id, ttl }); // validates the client; cold, so nothing runs
+    assertClient(etcd, 'etcd');
     this.#client = etcd;
     this.#key = validateKey(key);
     this.#id = validateId(id);

@@ -17,9 +17,9 @@ import {
   throwError,
   timer,
 } from 'rxjs';
-import { InvalidArgumentError, LockLostError, LockTimeoutError } from './errors.js';
+import { LockLostError, LockTimeoutError } from './errors.js';
 import { contend$ } from './mutex.js';
-import { type LockOptions, resolveLockOptions, show } from './options.js';
+import { assertClient, type LockOptions, resolveLockOptions } from './options.js';
 import { session$ } from './session.js';
 import type { LockState } from './state.js';
 
@@ -133,17 +133,4 @@ export function lock$(client: Etcd3, key: string, options?: LockOptions): Observ
       }),
     );
   });
-}
-
-function assertClient(client: unknown): asserts client is Etcd3 {
-  const candidate = client as Partial<Etcd3> | null | undefined;
-  if (
-    typeof candidate !== 'object' ||
-    candidate === null ||
-    typeof candidate.kv?.txn !== 'function' ||
-    typeof candidate.leaseClient?.leaseGrant !== 'function' ||
-    typeof candidate.watch !== 'function'
-  ) {
-    throw new InvalidArgumentError(`Expected \`client\` to be an etcd3 Etcd3 client, got ${show(client)}`);
-  }
 }

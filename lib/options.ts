@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import type { Etcd3 } from 'etcd3';
 import type { Observable, SchedulerLike } from 'rxjs';
 import { InvalidArgumentError } from './errors.js';
 
@@ -192,4 +193,21 @@ export function show(value: unknown): string {
   if (value === null || value === undefined) return String(value);
   if (typeof value === 'function') return 'a function';
   return Array.isArray(value) ? 'an array' : `an object (${Object.prototype.toString.call(value)})`;
+}
+
+/**
+ * @param name how the caller names the argument in its signature (`client` for lock$, `etcd` for the facade)
+ * @throws InvalidArgumentError unless `client` looks like an etcd3 `Etcd3`
+ */
+export function assertClient(client: unknown, name = 'client'): asserts client is Etcd3 {
+  const candidate = client as Partial<Etcd3> | null | undefined;
+  if (
+    typeof candidate !== 'object' ||
+    candidate === null ||
+    typeof candidate.kv?.txn !== 'function' ||
+    typeof candidate.leaseClient?.leaseGrant !== 'function' ||
+    typeof candidate.watch !== 'function'
+  ) {
+    throw new InvalidArgumentError(`Expected \`${name}\` to be an etcd3 Etcd3 client, got ${show(client)}`);
+  }
 }

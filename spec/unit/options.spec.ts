@@ -126,7 +126,7 @@ describe('option validation', () => {
 
   it('new Lock() throws at once, naming the missing or invalid argument', () => {
     const client = untouchableClient();
-    assert.throws(() => new Lock(undefined as unknown as Etcd3, '/k', 'id', 5), /`client`/);
+    assert.throws(() => new Lock(undefined as unknown as Etcd3, '/k', 'id', 5), /`etcd` to be an etcd3 Etcd3 client/);
     assert.throws(() => new Lock(client, undefined as unknown as string, 'id', 5), /`key`/);
     assert.throws(() => new Lock(client, '/k', undefined as unknown as string, 5), /`id`/);
     assert.throws(() => new Lock(client, '/k', 'id', 0), /`ttl`/);
