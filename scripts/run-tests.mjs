@@ -8,7 +8,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 
-const DEFAULT_ROOTS = ['spec/unit', 'spec/integration', 'spec/cli'];
+const DEFAULT_ROOTS = ['spec/unit', 'spec/integration', 'spec/cli', 'spec/faults'];
 
 /** Every *.spec.ts file under `dir`, recursively (node_modules skipped). */
 function collect(dir) {
