@@ -61,7 +61,7 @@ Options (environment variable in brackets):
       --version            print the version
 
 The command's environment gets ETCD_LOCK_REV (the fencing token: the lock key's create revision),
-ETCD_LOCK_KEY and ETCD_LOCK_ID. SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to it; a second SIGINT
+ETCD_LOCK_KEY, ETCD_LOCK_ID and ETCD_LOCK_HOLDER_KEY (its own key in etcd, to fence writes with). SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to it; a second SIGINT
 or SIGTERM kills it at once. A signal while waiting for the lock cancels the wait.
 
 Exit codes: the command's own, or 128 + signal number when it (or etcdlocker) dies by a signal;

@@ -88,7 +88,7 @@ class Run {
         return;
       case 'held':
         this.log.info(`holding ${state.holderKey} with fencing token ${state.fencingToken}`);
-        this.#startCommand(state.fencingToken);
+        this.#startCommand(state.fencingToken, state.holderKey);
         return;
       case 'refreshed':
         this.log.info(`refreshed the lease (TTL ${state.ttl} s)`);
@@ -98,13 +98,19 @@ class Run {
     }
   }
 
-  #startCommand(fencingToken: string): void {
+  #startCommand(fencingToken: string, holderKey: string): void {
     if (this.#exitCode !== undefined) return;
     const { command, args, key, id, node } = this.config;
     this.log.info(`running ${[command, ...args].join(' ')}`);
     const child = startChild(command, args, {
       node,
-      env: { ...this.env, ETCD_LOCK_REV: fencingToken, ETCD_LOCK_KEY: key, ETCD_LOCK_ID: id },
+      env: {
+        ...this.env,
+        ETCD_LOCK_REV: fencingToken,
+        ETCD_LOCK_KEY: key,
+        ETCD_LOCK_ID: id,
+        ETCD_LOCK_HOLDER_KEY: holderKey,
+      },
     });
     this.#child = child;
     void child.outcome.then((outcome) => this.#onChildEnd(outcome));

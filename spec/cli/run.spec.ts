@@ -35,14 +35,14 @@ describe('etcdlocker runs a command while holding the lock (the built binary, re
     await assertNothingLeft(key, leases);
   });
 
-  it('gives the command ETCD_LOCK_REV (the key create revision), ETCD_LOCK_KEY and ETCD_LOCK_ID', async () => {
+  it('gives the command ETCD_LOCK_REV (the key create revision), ETCD_LOCK_KEY, ETCD_LOCK_ID, ETCD_LOCK_HOLDER_KEY', async () => {
     const key = `${uniquePrefix('cli')}/env`;
     const envFile = tmp.file('env.json');
     const goFile = tmp.file('env.go');
     const code = `
       const fs = require('fs');
-      const { ETCD_LOCK_REV, ETCD_LOCK_KEY, ETCD_LOCK_ID } = process.env;
-      fs.writeFileSync(${JSON.stringify(envFile)}, JSON.stringify({ ETCD_LOCK_REV, ETCD_LOCK_KEY, ETCD_LOCK_ID }));
+      const { ETCD_LOCK_REV, ETCD_LOCK_KEY, ETCD_LOCK_ID, ETCD_LOCK_HOLDER_KEY } = process.env;
+      fs.writeFileSync(${JSON.stringify(envFile)}, JSON.stringify({ ETCD_LOCK_REV, ETCD_LOCK_KEY, ETCD_LOCK_ID, ETCD_LOCK_HOLDER_KEY }));
       const t = setInterval(() => { if (fs.existsSync(${JSON.stringify(goFile)})) { clearInterval(t); } }, 10);`;
     const locker = startLocker(['-e', endpoint(), '-k', key, '-i', 'env-tester', '--', NODE, '-e', code]);
     const env = JSON.parse(await waitForFile(envFile)) as Record<string, string>;
@@ -53,6 +53,7 @@ describe('etcdlocker runs a command while holding the lock (the built binary, re
     assert.equal(env['ETCD_LOCK_REV'], held.kvs[0]?.create_revision, 'the fencing token is the create revision');
     assert.equal(env['ETCD_LOCK_KEY'], key);
     assert.equal(env['ETCD_LOCK_ID'], 'env-tester');
+    assert.equal(env['ETCD_LOCK_HOLDER_KEY'], held.kvs[0]?.key.toString(), 'its own key in etcd');
     assert.equal(held.kvs[0]?.value.toString(), 'env-tester');
   });
 
