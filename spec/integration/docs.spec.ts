@@ -3,7 +3,8 @@
  *
  * Convention: a fenced block tagged exactly ```ts whose nearest non-blank line above is `<!-- run -->` is a
  * complete program. It is type-checked with the project's compiler options, then run with `node --import tsx`
- * and must exit with 0 within a minute, leaving no key and no lease behind. A ```ts block that cannot run on its
+ * and must exit with 0 within a minute, leaving no key and no lease behind. What it claims to print is checked
+ * too: a line ending in `// => text` promises an output line ending in `text`, in the order of the claims. A ```ts block that cannot run on its
  * own is marked `<!-- fragment -->` instead; an unmarked ```ts block fails the suite, so none is skipped silently.
  *
  * Before a block runs, `from 'etcd-lock'` is pointed at lib/index.ts, and every string literal that starts with
@@ -133,7 +134,7 @@ function run(
   file: string,
   args: readonly string[],
   env: NodeJS.ProcessEnv,
-): Promise<{ code: number | null; output: string }> {
+): Promise<{ code: number | null; output: string; stdout: string }> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
@@ -141,10 +142,27 @@ function run(
       { cwd: WORK_DIR, env, timeout: RUN_TIMEOUT_MS, killSignal: 'SIGKILL', maxBuffer: 10 * 1024 * 1024 },
       (error, stdout, stderr) => {
         const code = error ? (typeof error.code === 'number' ? error.code : null) : 0;
-        resolve({ code, output: `${stdout}${stderr}${error?.killed ? '\n(killed after the time limit)' : ''}` });
+        const output = `${stdout}${stderr}${error?.killed ? '\n(killed after the time limit)' : ''}`;
+        resolve({ code, output, stdout });
       },
     );
   });
+}
+
+/** The output an example promises with `// => text` comments, in order. */
+function claims(code: string): string[] {
+  return code.split('\n').flatMap((line) => /\/\/ => (.+)$/.exec(line)?.[1]?.trim() ?? []);
+}
+
+/** Each claim must end an output line, after the line that met the claim before it. */
+function assertClaims(block: Block, stdout: string): void {
+  const lines = stdout.split('\n').map((line) => line.trimEnd());
+  let from = 0;
+  for (const claim of claims(block.code)) {
+    const found = lines.findIndex((line, i) => i >= from && line.endsWith(claim));
+    assert.ok(found >= 0, `${block.where} promised a line ending in ${JSON.stringify(claim)}; it printed:\n${stdout}`);
+    from = found + 1;
+  }
 }
 
 describe('the examples in README.md and docs/*.md', () => {
@@ -230,8 +248,9 @@ describe('the examples in README.md and docs/*.md', () => {
     it(`runs ${block.where} and leaves nothing behind`, { timeout: RUN_TIMEOUT_MS + 30_000 }, async () => {
       const leasesBefore = etcd.node ? new Set(await listLeases(etcd.endpoints)) : undefined;
       const env = { ...process.env, ETCD_ENDPOINTS: etcd.endpoints.join(',') };
-      const { code, output } = await run(fileName(i), ['--import', 'tsx'], env);
+      const { code, output, stdout } = await run(fileName(i), ['--import', 'tsx'], env);
       assert.equal(code, 0, `${block.where} exited with ${code}:\n${output}`);
+      assertClaims(block, stdout);
       assert.deepEqual(await listKeys(etcd.endpoints, `${prefixes[i]}/`), [], `${block.where} left keys behind`);
       if (leasesBefore) {
         // Our own etcd, where only these examples run: any new lease is one the example left behind.
