@@ -23,6 +23,9 @@ import { assertClient, type LockOptions, resolveLockOptions } from './options.js
 import { session$ } from './session.js';
 import type { LockState } from './state.js';
 
+/** How much longer than `timeout` a hanging lease grant may take: enough for the timeout to be what fails. */
+const GRANT_GRACE_AFTER_TIMEOUT_MS = 250;
+
 /**
  * A lock as a cold stream of states: each subscription is one contender on its own lease.
  *
@@ -66,6 +69,8 @@ export function lock$(client: Etcd3, key: string, options?: LockOptions): Observ
       refreshNow$: o.refresh$,
       onRelease: track,
       releaseAfter: o.releaseAfter,
+      // A grant still hanging when the timeout fires gives up just after it, so the release is not held up.
+      grantTimeoutMs: o.wait && o.timeoutMs !== undefined ? o.timeoutMs + GRANT_GRACE_AFTER_TIMEOUT_MS : undefined,
     }).pipe(
       mergeMap((event): Observable<LockState> => {
         if (event.kind === 'refreshed') {

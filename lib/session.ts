@@ -30,6 +30,11 @@ export interface SessionOptions {
   onRelease?: ((released: Promise<void>) => void) | undefined;
   /** Revoke only once this settles (see LockOptions.releaseAfter). */
   releaseAfter?: PromiseLike<unknown> | undefined;
+  /**
+   * Gives up the lease grant sooner than {@link REQUEST_TIMEOUT_MS}: a lock that times out while its grant hangs
+   * then releases (and its caller exits) at its own timeout, not 10 s later.
+   */
+  grantTimeoutMs?: number | undefined;
 }
 
 /** How long a grant or revoke may take before we call etcd unavailable. */
@@ -49,7 +54,11 @@ export function session$(client: Etcd3, options: SessionOptions): Observable<Ses
     const grantSentAt = now();
     let closed = false;
 
-    const granted = grantLease(client, options.ttlSeconds);
+    const granted = grantLease(
+      client,
+      options.ttlSeconds,
+      Math.min(REQUEST_TIMEOUT_MS, options.grantTimeoutMs ?? Infinity),
+    );
     granted.then(
       (lease) => {
         if (closed) return;
@@ -88,8 +97,12 @@ export function session$(client: Etcd3, options: SessionOptions): Observable<Ses
   });
 }
 
-async function grantLease(client: Etcd3, ttlSeconds: number): Promise<Lease> {
-  const res = await client.leaseClient.leaseGrant({ TTL: ttlSeconds }, { deadline: Date.now() + REQUEST_TIMEOUT_MS });
+/**
+ * If the grant reaches etcd but its answer comes after `timeoutMs`, the lease lives on unused until its TTL ends:
+ * no key is attached to it yet, so it blocks nobody.
+ */
+async function grantLease(client: Etcd3, ttlSeconds: number, timeoutMs: number): Promise<Lease> {
+  const res = await client.leaseClient.leaseGrant({ TTL: ttlSeconds }, { deadline: Date.now() + timeoutMs });
   if (res.error) throw new Error(res.error);
   return { id: res.ID, hex: BigInt(res.ID).toString(16), ttlSeconds: Number(res.TTL) };
 }

@@ -221,6 +221,12 @@ const cliCases: CliCase[] = [
     stderr: /could not acquire .*DEADLINE_EXCEEDED.*ETCDLOCK_UNAVAILABLE/,
   },
   {
+    what: 'a black-holed endpoint with -w 1 (it gives up at the timeout, not at the 10 s request limit)',
+    args: (c) => ['-e', c.blackHole, '-w', '1', '-k', c.free, '--', 'true'],
+    exit: 1,
+    stderr: /could not acquire .*Timed out after 1000 ms.*ETCDLOCK_TIMEOUT/,
+  },
+  {
     what: 'a held lock with -w 0',
     args: (c) => ['-w', '0', '-k', c.held, '--', 'true'],
     exit: 1,
