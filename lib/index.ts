@@ -32,3 +32,5 @@ export {
   type LostState,
   type Holder,
 } from './state.js';
+export { whileHeld, type LockGrant } from './while-held.js';
+export { withLock } from './with-lock.js';
