@@ -56,18 +56,18 @@ function hostPolicy(): Policy {
 
 /**
  * Retries a call that failed recoverably, once per endpoint, so a dead endpoint is not the last word. When every
- * attempt fails, the first real failure is reported (say, a deadline exceeded), not a later skip of that host.
+ * attempt fails, the last real failure is reported (say, a deadline exceeded), not a later skip of that host.
  */
 function retryPolicy(attempts: number): Policy {
   return policy(async (call, signal) => {
-    let firstFailure: unknown;
+    let lastFailure: unknown;
     for (let attempt = 1; ; attempt++) {
       try {
         return await call({ signal });
       } catch (err) {
         const skipped = err instanceof HostSkippedError;
-        if (!skipped) firstFailure ??= err;
-        if (attempt >= attempts || !(skipped || recoverable(err)) || signal.aborted) throw firstFailure ?? err;
+        if (!skipped) lastFailure = err;
+        if (attempt >= attempts || !(skipped || recoverable(err)) || signal.aborted) throw lastFailure ?? err;
       }
     }
   });

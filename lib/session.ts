@@ -1,4 +1,10 @@
-import type { Etcd3, IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
+import {
+  type Etcd3,
+  EtcdLeaseInvalidError,
+  type IDuplexStream,
+  type ILeaseKeepAliveRequest,
+  type ILeaseKeepAliveResponse,
+} from 'etcd3';
 import { asyncScheduler, Observable, type SchedulerLike } from 'rxjs';
 import { clockOf } from './clock.js';
 import { LockLostError, UnavailableError } from './errors.js';
@@ -107,13 +113,22 @@ async function grantLease(client: Etcd3, ttlSeconds: number, timeoutMs: number):
   return { id: res.ID, hex: BigInt(res.ID).toString(16), ttlSeconds: Number(res.TTL) };
 }
 
-/** Revokes the lease, which deletes every key attached to it. Never rejects: an unreachable etcd lets
- * the lease expire on its own, and a lease already gone needs nothing more. */
+/**
+ * Revokes the lease, which deletes every key attached to it. A failed attempt is tried again (on whichever
+ * endpoint the client picks next) until {@link REQUEST_TIMEOUT_MS} have passed: one refused connection must not
+ * leave our key blocking everyone until the TTL ends. Never rejects: an etcd that stays unreachable lets the lease
+ * expire on its own, and a lease already gone needs nothing more.
+ */
 async function revokeLease(client: Etcd3, lease: Lease): Promise<void> {
-  try {
-    await client.leaseClient.leaseRevoke({ ID: lease.id }, { deadline: Date.now() + REQUEST_TIMEOUT_MS });
-  } catch {
-    // Gone already, or etcd unreachable: either way the lease ends by its TTL at the latest.
+  const giveUpAt = Date.now() + REQUEST_TIMEOUT_MS;
+  for (let pauseMs = 50; ; pauseMs = Math.min(pauseMs * 2, 1000)) {
+    try {
+      await client.leaseClient.leaseRevoke({ ID: lease.id }, { deadline: giveUpAt });
+      return;
+    } catch (err) {
+      if (err instanceof EtcdLeaseInvalidError || Date.now() + pauseMs >= giveUpAt) return;
+      await new Promise((resolve) => setTimeout(resolve, pauseMs));
+    }
   }
 }
 

@@ -51,6 +51,27 @@ describe('loss detected locally when etcd cannot be reached', () => {
     });
   }
 
+  it('a release that fails at first (connections reset) is retried, and reaches etcd once it can', async () => {
+    const proxy = await startProxy(etcd.endpoints[0]!);
+    const client = new Etcd3({ hosts: proxy.endpoint });
+    const key = `${uniquePrefix('loss')}/release-retried`;
+    try {
+      // A long TTL: if the revoke were given up, the key would stay for 30 s.
+      const a = record((onRelease) => lock$(client, key, { ttl: 30, onRelease }));
+      const held = (await a.next('held')) as HeldState;
+      proxy.cut();
+      a.subscription.unsubscribe(); // the first revoke fails at once: the connection is reset
+      setTimeout(() => proxy.heal(), 300);
+      await a.released();
+      assert.deepEqual(await listKeys(etcd.endpoints, `${key}/`), [], 'our key is gone, long before its TTL');
+      const left = await etcd.client.leaseClient.leaseTimeToLive({ ID: BigInt(`0x${held.leaseId}`).toString() });
+      assert.equal(Number(left.TTL), -1, 'the lease is revoked');
+    } finally {
+      client.close();
+      await proxy.close();
+    }
+  });
+
   it('a holder whose lease is revoked while it is cut off still reports the loss in time', async () => {
     const proxy = await startProxy(etcd.endpoints[0]!);
     const client = new Etcd3({ hosts: proxy.endpoint });
