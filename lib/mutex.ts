@@ -33,6 +33,8 @@ export interface ContendOptions {
   deleteOnRelease: boolean;
   /** Receives, at teardown, a promise that settles once our key is gone (never rejects). */
   onRelease?: ((released: Promise<void>) => void) | undefined;
+  /** A put on our key that keeps it on our lease is ours (an election's proclaim), not a loss. Default: off. */
+  allowOwnPuts?: boolean | undefined;
 }
 
 /** The watches and pauses of one contender, and where their failures go. */
@@ -42,6 +44,7 @@ interface WatchScope {
   fail: (err: unknown) => void;
   /** Resolves after `ms`, or at once when the contender is torn down (no timer outlives it). */
   pause: (ms: number) => Promise<void>;
+  allowOwnPuts: boolean;
 }
 
 /** How long one KV request may take before we call etcd unavailable. */
@@ -74,6 +77,7 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
     const pauses = new Set<() => void>();
     const scope: WatchScope = {
       watchers,
+      allowOwnPuts: options.allowOwnPuts ?? false,
       active: () => !stopped,
       pause: (ms) =>
         new Promise<void>((resolve) => {
@@ -190,7 +194,7 @@ async function lookBehind(client: Etcd3, contender: Contender, ticket: Ticket): 
     revision: res.header.revision,
     predecessor: res.responses[0]?.response_range.kvs[0],
     head: res.responses[1]?.response_range.kvs[0],
-    ahead: Number(res.responses[2]?.response_range.count ?? '0'),
+    ahead: res.responses[2]?.response_range.kvs.length ?? 0,
   };
 }
 
@@ -240,7 +244,8 @@ function queueReads(prefix: string, before?: string): { newest: IRequestOp[]; be
     before: [
       { request_range: { ...earlier, sort_target: 'Create', sort_order: 'Descend', limit: 1 } },
       head,
-      { request_range: { ...earlier, count_only: true } },
+      // Listed, not counted: etcd (3.4 at least) counts a range before it applies max_create_revision.
+      { request_range: { ...earlier, keys_only: true } },
     ],
   };
 }
@@ -290,7 +295,10 @@ function watchOwnership(
     fail(new LockLostError(contender.key, reason, detail));
   };
   watcher.on('delete', (kv) => lost('deleted', `${ticket.holderKey} was deleted at revision ${kv.mod_revision}`));
-  watcher.on('put', (kv) => lost('changed', `${ticket.holderKey} was overwritten at revision ${kv.mod_revision}`));
+  watcher.on('put', (kv) => {
+    if (scope.allowOwnPuts && kv.lease === contender.lease.id) return;
+    lost('changed', `${ticket.holderKey} was overwritten at revision ${kv.mod_revision}`);
+  });
   watcher.on('error', () => {
     // etcd cancelled the watch (compaction, say): check the key now, and watch again from there.
     watchers.delete(watcher);
