@@ -25,7 +25,17 @@ export interface Config {
   args: string[];
 }
 
-export type Invocation = { kind: 'run'; config: Config } | { kind: 'help' } | { kind: 'version' };
+/** `--status`: what etcdlocker needs to show who holds a lock. */
+export interface StatusConfig {
+  endpoints: string[];
+  key: string;
+  /** `--json`: JSON on stdout instead of a table. */
+  json: boolean;
+  verbose: boolean;
+}
+
+export type Invocation =
+  { kind: 'run'; config: Config } | { kind: 'status'; config: StatusConfig } | { kind: 'help' } | { kind: 'version' };
 
 /** A bad command line: etcdlocker prints the message and the usage line, and exits 64. */
 export class UsageError extends Error {
@@ -33,10 +43,12 @@ export class UsageError extends Error {
 }
 
 export const USAGE = 'usage: etcdlocker [options] [--] command [args...]';
+export const STATUS_USAGE = 'usage: etcdlocker --status -k key [-e endpoints] [--json]';
 export const DEFAULT_ENDPOINT = 'localhost:2379';
 export const DEFAULT_TTL_SECONDS = 60;
 
 export const HELP = `${USAGE}
+${STATUS_USAGE.replace('usage:', '      ')}
 
 Acquires a distributed lock on etcd v3, runs the command while holding it, and releases it when the
 command exits. If the lock is lost, the command's process group gets SIGTERM, then SIGKILL before the
@@ -57,6 +69,10 @@ Options (environment variable in brackets):
                            period with {ping: x}; it must answer {pong: x} within the TTL, or it is
                            killed and etcdlocker exits 4 [ETCD_CHILD_IS_NODE]
   -v, --verbose            progress on stderr
+      --status             show who holds the lock (-k) and who waits, with fencing tokens and lease
+                           TTLs left, then exit 0 (1 if etcd cannot be read); takes no command, and
+                           creates no key or lease
+      --json               with --status: JSON on stdout instead of a table
   -h, --help               this help
       --version            print the version
 
@@ -85,6 +101,8 @@ const SPEC = {
   '--kill-timeout': String,
   '--node': Boolean,
   '--verbose': Boolean,
+  '--status': Boolean,
+  '--json': Boolean,
   '--help': Boolean,
   '--version': Boolean,
   '-e': '--etcd',
@@ -122,6 +140,8 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): Invo
   const key = pick('--key', '-k', 'ETCD_LOCK_KEY');
   if (!key) throw new UsageError('missing the lock key: pass -k/--key or set ETCD_LOCK_KEY');
   if (key.value.trim() === '') throw new UsageError(`${key.source} must not be blank`);
+  if (parsed['--status']) return { kind: 'status', config: statusConfig(parsed, key.value, pick) };
+  if (parsed['--json']) throw new UsageError('--json goes with --status');
 
   const id = pick('--id', '-i', 'ETCD_LOCK_ID');
   if (id && id.value.trim() === '') throw new UsageError(`${id.source} must not be blank`);
@@ -163,6 +183,38 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): Invo
       command,
       args,
     },
+  };
+}
+
+/** The flags that only mean something when running a command: refused with --status rather than ignored. */
+const RUN_ONLY_FLAGS = {
+  '--id': '-i/--id',
+  '--ttl': '-t/--ttl',
+  '--refresh': '-r/--refresh',
+  '--wait': '-w/--wait',
+  '--kill-timeout': '--kill-timeout',
+  '--node': '-n/--node',
+} as const;
+
+/** `--status`: the key and endpoints only; the environment's other defaults (ETCD_LOCK_TTL...) play no part. */
+function statusConfig(
+  parsed: arg.Result<typeof SPEC>,
+  key: string,
+  pick: (flag: '--etcd', short: string, envName: string) => { value: string; source: string } | undefined,
+): StatusConfig {
+  for (const [flag, name] of Object.entries(RUN_ONLY_FLAGS)) {
+    if (parsed[flag as keyof typeof RUN_ONLY_FLAGS] !== undefined) {
+      throw new UsageError(`--status takes no ${name}: it only reads who holds the lock`);
+    }
+  }
+  const [command] = parsed._;
+  if (command !== undefined) throw new UsageError(`--status takes no command, got ${JSON.stringify(command)}`);
+  const etcd = pick('--etcd', '-e', 'ETCD_LOCK_HOST');
+  return {
+    endpoints: parseEndpoints(etcd?.value ?? DEFAULT_ENDPOINT, etcd?.source ?? 'the default endpoint'),
+    key,
+    json: parsed['--json'] ?? false,
+    verbose: parsed['--verbose'] ?? false,
   };
 }
 

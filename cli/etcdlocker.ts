@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 /**
  * etcdlocker [options] [--] command [args...]: runs a command while holding a lock on etcd v3.
+ * etcdlocker --status -k key [--json]: shows who holds the lock and who waits.
  * Usage errors, --help and --version answer before etcd3 is even loaded.
  */
 import { readFileSync } from 'node:fs';
-import { HELP, parseArgs, USAGE, UsageError } from './args.js';
+import { HELP, parseArgs, STATUS_USAGE, USAGE, UsageError } from './args.js';
 import { cannotStart } from './child.js';
 import { ExitCode } from './exit-codes.js';
 import { createLog } from './log.js';
@@ -15,7 +16,8 @@ async function main(argv: string[]): Promise<number> {
     invocation = parseArgs(argv, process.env);
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
-    process.stderr.write(`etcdlocker: ${err.message}\n${USAGE}\n(etcdlocker --help for more)\n`);
+    const usage = argv.includes('--status') ? STATUS_USAGE : USAGE;
+    process.stderr.write(`etcdlocker: ${err.message}\n${usage}\n(etcdlocker --help for more)\n`);
     return ExitCode.usage;
   }
   if (invocation.kind === 'help') {
@@ -25,6 +27,10 @@ async function main(argv: string[]): Promise<number> {
   if (invocation.kind === 'version') {
     process.stdout.write(`etcdlocker ${version()}\n`);
     return 0;
+  }
+  if (invocation.kind === 'status') {
+    const { status } = await import('./status.js');
+    return status(invocation.config, createLog(invocation.config.verbose));
   }
   const { config } = invocation;
   const log = createLog(config.verbose);

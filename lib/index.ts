@@ -32,5 +32,13 @@ export {
   type LostState,
   type Holder,
 } from './state.js';
+export { createLocker, type Locker } from './locker.js';
+export type { LockerOptions, LockerLockOptions } from './locker-options.js';
+export type { LockerState, LockerLockState, LockerHeld, LockerLost, IdleState } from './locker-state.js';
 export { whileHeld, type LockGrant } from './while-held.js';
 export { withLock } from './with-lock.js';
+export { campaign$ } from './election.js';
+export { leader$ } from './election-leader.js';
+export type { CampaignOptions } from './election-options.js';
+export type { ElectionState, CandidateState, LeaderState, LeadershipLostState, Leader } from './election-state.js';
+export { holders, type LockContender, type HoldersOptions } from './holders.js';
