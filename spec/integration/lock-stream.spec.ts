@@ -139,7 +139,7 @@ describe('lock$ against a real etcd', () => {
     // Its predecessor gone, the last one looks again and sees one ahead of it (the holder), not the two keys of
     // before: etcd counts a range before applying max_create_revision, so a count would say 2.
     await until(
-      () => last.states.filter((s) => s.kind === 'acquiring' && s.ahead !== undefined).at(-1)?.ahead === 1,
+      () => last.states.flatMap((s) => (s.kind === 'acquiring' && s.ahead !== undefined ? [s.ahead] : [])).at(-1) === 1,
       'one ahead',
     );
     await holder.release();
