@@ -8,6 +8,7 @@ import {
   resolveLockOptions,
   validateId,
   validateKey,
+  validateLimit,
   validateRefreshInterval,
   validateTtl,
   DEFAULT_TTL_SECONDS,
@@ -19,7 +20,8 @@ export type FacadeState = LockState | { kind: 'idle'; key: string; id: string };
 
 /**
  * etcd-lock 1.x's `Lock`, over an etcd3 client and the {@link lock$} stream: `lock()` and `unlock()`
- * promises, `ttl` and `refreshInterval` settable before `lock()`, and an `error` event
+ * promises, `ttl`, `refreshInterval` (and, new in 2, `limit`, for a semaphore) settable before `lock()`, and
+ * an `error` event
  * ({@link LockLostError}) when a held lock is lost. Like any EventEmitter, an `error` event with no
  * listener throws: listen for it.
  *
@@ -41,6 +43,7 @@ export class Lock extends EventEmitter<{ error: [LockLostError] }> {
   readonly #id: string;
   #ttl: number;
   #refreshInterval: number | undefined;
+  #limit = 1;
   readonly #state$: BehaviorSubject<FacadeState>;
   readonly #refresh$ = new Subject<void>();
   #subscription: Subscription | undefined;
@@ -94,6 +97,26 @@ export class Lock extends EventEmitter<{ error: [LockLostError] }> {
     this.#refreshInterval = validateRefreshInterval(value, Number.MAX_SAFE_INTEGER);
   }
 
+  /**
+   * Up to this many `Lock`s (or `lock$` subscribers) on the key hold it at once: a semaphore. 1 (a lock) unless
+   * set; a change applies at the next `lock()` that starts an acquisition. Every contender for one key must use
+   * the same limit.
+   *
+   * @example
+   * ```ts
+   * const slot = new Lock(client, '/pools/gpu', 'worker-3', 30);
+   * slot.limit = 4; // up to four workers at once
+   * await slot.lock();
+   * ```
+   */
+  get limit(): number {
+    return this.#limit;
+  }
+
+  set limit(value: number) {
+    this.#limit = validateLimit(value);
+  }
+
   /** True while the lock is held. */
   get isHeld(): boolean {
     return isHeld(this.#stateOrUndefined());
@@ -135,6 +158,7 @@ export class Lock extends EventEmitter<{ error: [LockLostError] }> {
       id: options.id,
       ttl: options.ttlSeconds,
       refreshInterval: options.refreshIntervalMs,
+      limit: this.#limit,
       refresh$: this.#refresh$,
       onRelease: (released) => {
         // Keep waiting for an earlier grant's release too (a lost lock's revoke may still be on its way).

@@ -35,6 +35,9 @@ const GRANT_GRACE_AFTER_TIMEOUT_MS = 250;
  * down. Unsubscribing at any point releases: the queued or held key goes, the lease is revoked, every
  * watch and timer stops.
  *
+ * With `limit: N`, a semaphore: up to N subscribers on the key hold at once, each with its own fencing token
+ * (its key's create revision), and the others wait in FIFO order.
+ *
  * @throws InvalidArgumentError at once (before any network call) for a bad client, key or option.
  *
  * @example
@@ -83,7 +86,7 @@ export function lock$(client: Etcd3, key: string, options?: LockOptions): Observ
         return contend$(
           client,
           { key: o.key, prefix: o.prefix, id: o.id, lease },
-          { wait: o.wait, deleteOnRelease: false },
+          { wait: o.wait, limit: o.limit, deleteOnRelease: false },
         ).pipe(
           map((step): LockState => {
             if (step.kind === 'waiting') {

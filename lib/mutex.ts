@@ -27,8 +27,13 @@ export type MutexEvent =
 
 /** Options of {@link contend$}. */
 export interface ContendOptions {
-  /** `false`: if anyone is ahead, remove our key and fail with `ETCDLOCK_BUSY`. */
+  /** `false`: if `limit` or more are ahead, remove our key and fail with `ETCDLOCK_BUSY`. */
   wait: boolean;
+  /**
+   * How many contenders may hold at once (a semaphore): we hold when fewer than `limit` keys are ahead of ours.
+   * Default 1: etcd's own lock, key for key and watch for watch.
+   */
+  limit?: number | undefined;
   /** Delete our key at teardown. Off when the lease is this lock's alone: revoking it deletes the key. */
   deleteOnRelease: boolean;
   /** Receives, at teardown, a promise that settles once our key is gone (never rejects). */
@@ -55,9 +60,12 @@ interface QueueView {
   ticket: Ticket;
   /** The header revision of the response: watches start just after it. */
   revision: string;
-  /** The key created just before ours, if any: the one we wait for. */
-  predecessor: IKeyValue | undefined;
-  /** The oldest key: the holder. */
+  /**
+   * The keys created just before ours, newest first, up to `limit` of them (names only): while we wait, we
+   * wait for any one of them to go. With `limit` 1, our predecessor alone.
+   */
+  nearest: IKeyValue[];
+  /** The oldest key: the holder (the oldest of the holders, with a `limit` above 1). */
   head: IKeyValue | undefined;
   /** How many keys are ahead of ours. */
   ahead: number;
@@ -67,6 +75,10 @@ interface QueueView {
  * The key protocol of etcd's own lock: put our key under the prefix (one transaction, one round trip
  * when the lock is free), wait for our predecessor only (FIFO, no thundering herd), check that our
  * key still exists before reporting `acquired`, then watch it for as long as we hold it.
+ *
+ * With a `limit` of N (a semaphore), we hold when fewer than N keys are ahead of ours, and a waiter waits
+ * for any of the N keys just ahead of its own to go (see {@link NearestWatch} for why that misses no
+ * wake-up and wakes at most N waiters per release). N = 1 is exactly the lock above.
  * Errors with {@link LockLostError} when our key is deleted (`deleted`) or overwritten (`changed`),
  * {@link LockBusyError} in try-once mode, {@link UnavailableError} when etcd fails a request.
  */
@@ -99,20 +111,26 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
       },
     };
 
-    const enqueued = enqueue(client, contender);
+    const limit = options.limit ?? 1;
+    const enqueued = enqueue(client, contender, limit);
     const run = async () => {
       let view = await enqueued;
       if (stopped) return;
       watchOwnership(client, contender, view.ticket, view.revision, scope);
-      while (view.predecessor) {
-        if (!options.wait) throw new LockBusyError(contender.key, holderOf(view.head));
-        subscriber.next({ kind: 'waiting', holder: holderOf(view.head), ahead: view.ahead });
-        await deleted(client, view.predecessor.key, view.revision, watchers);
-        if (stopped) return;
-        const next = await lookBehindPatiently(client, contender, view.ticket, scope);
-        if (stopped) return;
-        if (!next) throw new LockLostError(contender.key, 'deleted', 'our queued key vanished while we waited');
-        view = next;
+      const nearest = new NearestWatch(client, watchers);
+      try {
+        while (view.ahead >= limit) {
+          if (!options.wait) throw new LockBusyError(contender.key, holderOf(view.head));
+          subscriber.next({ kind: 'waiting', holder: holderOf(view.head), ahead: view.ahead });
+          await nearest.anyGone(view.nearest, view.revision);
+          if (stopped) return;
+          const next = await lookBehindPatiently(client, contender, view.ticket, limit, scope);
+          if (stopped) return;
+          if (!next) throw new LockLostError(contender.key, 'deleted', 'our queued key vanished while we waited');
+          view = next;
+        }
+      } finally {
+        nearest.close();
       }
       subscriber.next({ kind: 'acquired', ticket: view.ticket });
     };
@@ -136,12 +154,12 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
 
 /**
  * Puts our key if it is not there yet, and reads the queue in the same transaction: our fencing token,
- * the head, our predecessor and how many are ahead.
+ * the head, the `limit` keys just ahead of ours and how many are ahead.
  */
-async function enqueue(client: Etcd3, contender: Contender): Promise<QueueView> {
+async function enqueue(client: Etcd3, contender: Contender, limit: number): Promise<QueueView> {
   const holderKey = contender.prefix + contender.lease.hex;
   const keyBuffer = Buffer.from(holderKey);
-  const reads = queueReads(contender.prefix);
+  const reads = queueReads(contender.prefix, limit);
   const res = await txn(client, {
     compare: [{ key: keyBuffer, target: 'Create', result: 'Equal', create_revision: 0 }],
     success: [
@@ -154,12 +172,13 @@ async function enqueue(client: Etcd3, contender: Contender): Promise<QueueView> 
     // Our key was already there (a retried enqueue on the same lease): keep its place in the queue.
     const own = res.responses[0]?.response_range.kvs[0];
     if (!own) throw new Error(`etcd returned no value for ${holderKey}`);
-    const view = await lookBehind(client, contender, { holderKey, fencingToken: own.create_revision });
+    const view = await lookBehind(client, contender, { holderKey, fencingToken: own.create_revision }, limit);
     if (!view) throw new LockLostError(contender.key, 'deleted', 'our key vanished while we queued');
     return view;
   }
-  // The put is seen by the reads after it in the same transaction: the newest key is ours, the one
-  // before it our predecessor; our create revision is this response's revision.
+  // The put is seen by the reads after it in the same transaction: the newest key is ours, the ones
+  // before it the nearest ahead of us; our create revision is this response's revision. Nothing is newer
+  // than our key here, so the count (unlike in lookBehind) is the queue's length, ours included.
   const fencingToken = res.header.revision;
   const newest = res.responses[1]?.response_range.kvs ?? [];
   const head = res.responses[2]?.response_range.kvs[0];
@@ -167,7 +186,7 @@ async function enqueue(client: Etcd3, contender: Contender): Promise<QueueView> 
   return {
     ticket: { holderKey, fencingToken },
     revision: res.header.revision,
-    predecessor: newest[1],
+    nearest: newest.slice(1),
     head,
     ahead: count - 1,
   };
@@ -179,8 +198,13 @@ async function enqueue(client: Etcd3, contender: Contender): Promise<QueueView> 
  * vanished while queued from being told it holds the lock (the bug Jepsen found in etcd 3.4.3).
  * Resolves `undefined` when our key is gone.
  */
-async function lookBehind(client: Etcd3, contender: Contender, ticket: Ticket): Promise<QueueView | undefined> {
-  const reads = queueReads(contender.prefix, ticket.fencingToken);
+async function lookBehind(
+  client: Etcd3,
+  contender: Contender,
+  ticket: Ticket,
+  limit: number,
+): Promise<QueueView | undefined> {
+  const reads = queueReads(contender.prefix, limit, ticket.fencingToken);
   const res = await txn(client, {
     compare: [
       { key: Buffer.from(ticket.holderKey), target: 'Create', result: 'Equal', create_revision: ticket.fencingToken },
@@ -189,12 +213,13 @@ async function lookBehind(client: Etcd3, contender: Contender, ticket: Ticket): 
     failure: [],
   });
   if (!res.succeeded) return undefined;
+  const ahead = res.responses[0]?.response_range.kvs ?? [];
   return {
     ticket,
     revision: res.header.revision,
-    predecessor: res.responses[0]?.response_range.kvs[0],
+    nearest: ahead.slice(0, limit),
     head: res.responses[1]?.response_range.kvs[0],
-    ahead: res.responses[2]?.response_range.kvs.length ?? 0,
+    ahead: ahead.length,
   };
 }
 
@@ -211,11 +236,12 @@ async function lookBehindPatiently(
   client: Etcd3,
   contender: Contender,
   ticket: Ticket,
+  limit: number,
   scope: WatchScope,
 ): Promise<QueueView | undefined> {
   for (let pauseMs = RETRY_FIRST_MS; ; pauseMs = Math.min(pauseMs * 2, RETRY_MAX_MS)) {
     try {
-      return await lookBehind(client, contender, ticket);
+      return await lookBehind(client, contender, ticket, limit);
     } catch (err) {
       if (!scope.active() || isLockError(err)) throw err;
       await scope.pause(pauseMs);
@@ -224,14 +250,20 @@ async function lookBehindPatiently(
   }
 }
 
-/** The range reads that describe the queue: newest keys, head, count (all, or those before a revision). */
-function queueReads(prefix: string, before?: string): { newest: IRequestOp[]; before: IRequestOp[] } {
+/**
+ * The range reads that describe the queue. `newest` (right after our put): the `limit + 1` newest keys (ours
+ * and the nearest ahead), the head, the count. `before` (a re-read): every key ahead of ours, newest first, and
+ * the head.
+ */
+function queueReads(prefix: string, limit: number, before?: string): { newest: IRequestOp[]; before: IRequestOp[] } {
   const range: IRangeRequest = { key: Buffer.from(prefix), range_end: prefixEnd(Buffer.from(prefix)) };
   const head: IRequestOp = { request_range: { ...range, sort_target: 'Create', sort_order: 'Ascend', limit: 1 } };
   if (before === undefined) {
     return {
       newest: [
-        { request_range: { ...range, sort_target: 'Create', sort_order: 'Descend', limit: 2 } },
+        {
+          request_range: { ...range, sort_target: 'Create', sort_order: 'Descend', limit: limit + 1, keys_only: true },
+        },
         head,
         { request_range: { ...range, count_only: true } },
       ],
@@ -242,36 +274,90 @@ function queueReads(prefix: string, before?: string): { newest: IRequestOp[]; be
   return {
     newest: [],
     before: [
-      { request_range: { ...earlier, sort_target: 'Create', sort_order: 'Descend', limit: 1 } },
+      // Listed, not counted: etcd (3.4 at least) counts a range before it applies max_create_revision. Names
+      // only: the first `limit` are the keys we wait on, the length is how many are ahead.
+      { request_range: { ...earlier, sort_target: 'Create', sort_order: 'Descend', keys_only: true } },
       head,
-      // Listed, not counted: etcd (3.4 at least) counts a range before it applies max_create_revision.
-      { request_range: { ...earlier, keys_only: true } },
     ],
   };
 }
 
 /**
- * Resolves when `key` is deleted at a revision after `revision`. Starting the watch just after the
- * revision we read (never earlier) keeps it on etcd's synced path: a watch that starts in the past is
- * served by a 100 ms catch-up loop in etcd 3.4. A watch cancelled by etcd (say, compaction) also
- * resolves: the caller re-reads the queue, which is always safe.
+ * Watches the keys just ahead of ours, one watch per key, and wakes the waiter when any of them goes.
+ *
+ * Why any of the `limit` nearest, and only those: we hold when fewer than `limit` keys are ahead of ours. Keys
+ * ahead of ours never appear (a new key's create revision is above ours), they only go. While at least `limit`
+ * are ahead, a key that goes further ahead than the `limit` nearest leaves those nearest unchanged and still
+ * `limit` or more ahead: nothing to do, and nothing missed. A key among the nearest that goes changes both, so
+ * that is what we watch for; we then read the queue again (which also checks that our own key is still there)
+ * and watch the new nearest. With `limit` 1, that is the predecessor alone: etcd's own lock. Each key is among
+ * the nearest of at most `limit` waiters (the ones just behind it), so a release wakes at most `limit` waiters
+ * however long the queue, and each waiter holds `limit` watches.
+ *
+ * A key's watch is kept across re-reads while the key stays among the nearest. Each new watch starts just after
+ * the revision of the read that found its key (never earlier): a watch that starts in the past is served by a
+ * 100 ms catch-up loop in etcd 3.4. A watch cancelled by etcd (say, compaction) wakes the waiter too: it reads
+ * the queue again, which is always safe.
  */
-function deleted(client: Etcd3, key: Buffer, revision: string, watchers: Set<Watcher>): Promise<void> {
-  return new Promise((resolve) => {
-    const watcher = client
+class NearestWatch {
+  readonly #client: Etcd3;
+  /** The contender's watches: teardown cancels whatever is in there. */
+  readonly #scopeWatchers: Set<Watcher>;
+  readonly #byKey = new Map<string, Watcher>();
+  /** The newest revision at which a watched key went since the last wait; `'any'` after a cancelled watch. */
+  #goneAt: bigint | 'any' | undefined;
+  #wake: (() => void) | undefined;
+
+  constructor(client: Etcd3, scopeWatchers: Set<Watcher>) {
+    this.#client = client;
+    this.#scopeWatchers = scopeWatchers;
+  }
+
+  /** Resolves once one of `keys` (the nearest, as the read at `revision` found them) goes after `revision`. */
+  async anyGone(keys: IKeyValue[], revision: string): Promise<void> {
+    const goneAt = this.#goneAt;
+    this.#goneAt = undefined;
+    // A key went after the read we are given, while we were reading: read again at once.
+    if (goneAt === 'any' || (goneAt !== undefined && goneAt > BigInt(revision))) return;
+    const wanted = new Set(keys.map((kv) => kv.key.toString()));
+    for (const [key, watcher] of this.#byKey) if (!wanted.has(key)) this.#drop(key, watcher);
+    for (const key of wanted) if (!this.#byKey.has(key)) this.#open(key, revision);
+    await new Promise<void>((resolve) => (this.#wake = resolve));
+  }
+
+  /** Cancels every watch. */
+  close(): void {
+    for (const [key, watcher] of this.#byKey) this.#drop(key, watcher);
+    this.#wake = undefined;
+  }
+
+  #open(key: string, revision: string): void {
+    const watcher = this.#client
       .watch()
-      .key(key)
+      .key(Buffer.from(key))
       .startRevision((BigInt(revision) + 1n).toString())
       .watcher();
-    watchers.add(watcher);
-    const done = () => {
-      watchers.delete(watcher);
-      void watcher.cancel().catch(() => undefined);
-      resolve();
+    this.#byKey.set(key, watcher);
+    this.#scopeWatchers.add(watcher);
+    const gone = (at: bigint | 'any') => {
+      // Events of a watch we have dropped (its key is no longer among the nearest) are old news.
+      if (this.#byKey.get(key) !== watcher) return;
+      this.#drop(key, watcher);
+      const before = this.#goneAt;
+      this.#goneAt = before === 'any' || at === 'any' ? 'any' : before !== undefined && before > at ? before : at;
+      const wake = this.#wake;
+      this.#wake = undefined;
+      wake?.();
     };
-    watcher.on('delete', done);
-    watcher.on('error', done);
-  });
+    watcher.on('delete', (kv: IKeyValue) => gone(kv.mod_revision ? BigInt(kv.mod_revision) : 'any'));
+    watcher.on('error', () => gone('any'));
+  }
+
+  #drop(key: string, watcher: Watcher): void {
+    this.#byKey.delete(key);
+    this.#scopeWatchers.delete(watcher);
+    void watcher.cancel().catch(() => undefined);
+  }
 }
 
 /** Watches our own key from just after `revision`: a delete or a put by anyone else means loss. */
@@ -303,7 +389,8 @@ function watchOwnership(
     // etcd cancelled the watch (compaction, say): check the key now, and watch again from there.
     watchers.delete(watcher);
     void watcher.cancel().catch(() => undefined);
-    lookBehindPatiently(client, contender, ticket, scope).then((view) => {
+    // The limit only shapes `nearest`, which is not used here.
+    lookBehindPatiently(client, contender, ticket, 1, scope).then((view) => {
       if (!scope.active()) return;
       if (view) watchOwnership(client, contender, ticket, view.revision, scope);
       else fail(new LockLostError(contender.key, 'deleted', `${ticket.holderKey} is gone`));

@@ -11,7 +11,10 @@ export interface LockOptions {
   ttl?: number;
   /** Milliseconds between lease keepalives. Default `ttl * 1000 / 2`; must be below `ttl * 1000`. */
   refreshInterval?: number;
-  /** `false` tries once and fails with `ETCDLOCK_BUSY` when someone holds the lock. Default `true`. */
+  /**
+   * `false` tries once and fails with `ETCDLOCK_BUSY` when someone holds the lock (with a `limit`, when
+   * `limit` contenders are ahead of us). Default `true`.
+   */
   wait?: boolean;
   /**
    * Milliseconds to wait for the lock, counted from subscribing, before failing with `ETCDLOCK_TIMEOUT`.
@@ -20,6 +23,12 @@ export interface LockOptions {
   timeout?: number;
   /** Aborting stops waiting (or releases a held lock); the stream errors with `signal.reason`. */
   signal?: AbortSignal;
+  /**
+   * A semaphore: up to `limit` contenders hold at once, each with its own fencing token; the others wait in
+   * FIFO order. A whole number >= 1; default 1, a lock (etcd's own protocol, so `etcdctl lock` interoperates).
+   * Every contender for one key must use the same `limit`.
+   */
+  limit?: number;
   /**
    * Called once when the subscription ends (unsubscribe, error or loss), with a promise that settles
    * when our key and lease are gone from etcd. It never rejects. Use it to await the release.
@@ -49,6 +58,8 @@ export interface ResolvedLockOptions {
   wait: boolean;
   timeoutMs: number | undefined;
   signal: AbortSignal | undefined;
+  /** Up to this many holders at once; 1 for a lock. */
+  limit: number;
   onRelease: ((released: Promise<void>) => void) | undefined;
   releaseAfter: PromiseLike<unknown> | undefined;
   refresh$: Observable<unknown> | undefined;
@@ -66,6 +77,7 @@ const known = new Set([
   'wait',
   'timeout',
   'signal',
+  'limit',
   'onRelease',
   'releaseAfter',
   'refresh$',
@@ -90,6 +102,7 @@ export function resolveLockOptions(key: unknown, options: LockOptions | undefine
       ? (ttlSeconds * 1000) / 2
       : validateRefreshInterval(options.refreshInterval, ttlSeconds);
   const id = options.id === undefined ? hostname() : validateId(options.id);
+  const limit = options.limit === undefined ? 1 : validateLimit(options.limit);
   if (options.wait !== undefined && typeof options.wait !== 'boolean') {
     throw new InvalidArgumentError(`Expected \`wait\` to be a boolean, got ${show(options.wait)}`);
   }
@@ -126,6 +139,7 @@ export function resolveLockOptions(key: unknown, options: LockOptions | undefine
     wait: (options.wait ?? true) && timeoutMs !== 0,
     timeoutMs,
     signal: options.signal,
+    limit,
     onRelease: options.onRelease,
     releaseAfter: options.releaseAfter,
     refresh$: options.refresh$,
@@ -167,6 +181,14 @@ export function validateRefreshInterval(refreshInterval: unknown, ttlSeconds: nu
     );
   }
   return refreshInterval;
+}
+
+/** @throws InvalidArgumentError unless `limit` is a whole number >= 1 (a safe integer). */
+export function validateLimit(limit: unknown): number {
+  if (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 1) {
+    throw new InvalidArgumentError(`Expected \`limit\` to be a whole number >= 1, got ${show(limit)}`);
+  }
+  return limit;
 }
 
 /** @throws InvalidArgumentError unless `id` is a non-empty string. */

@@ -11,9 +11,15 @@ export interface AcquiringState {
   kind: 'acquiring';
   key: string;
   id: string;
-  /** The current holder, once we know someone is ahead of us. */
+  /**
+   * The current holder, once we know someone is ahead of us. With a `limit` above 1 (a semaphore), the oldest
+   * of the holders: the one that has held the longest, not necessarily the next to leave.
+   */
   waitingFor?: Holder;
-  /** How many contenders are ahead of us (the holder included), once known. */
+  /**
+   * How many contenders are ahead of us (the holders included), once known. With a `limit`, we hold once it
+   * drops below the limit: `ahead - limit + 1` of them must leave first.
+   */
   ahead?: number;
 }
 

@@ -42,6 +42,12 @@ const badInputs: Array<[string, () => unknown, RegExp]> = [
     () => resolveLockOptions('/k', { wait: 'no' as unknown as boolean }),
     /`wait`.*boolean, got "no"/,
   ],
+  ['limit 0', () => resolveLockOptions('/k', { limit: 0 }), /`limit`.*whole number >= 1, got 0/],
+  ['negative limit', () => resolveLockOptions('/k', { limit: -2 }), /`limit`.*got -2/],
+  ['fractional limit', () => resolveLockOptions('/k', { limit: 2.5 }), /`limit`.*whole number.*got 2.5/],
+  ['NaN limit', () => resolveLockOptions('/k', { limit: NaN }), /`limit`.*got NaN/],
+  ['infinite limit', () => resolveLockOptions('/k', { limit: Infinity }), /`limit`.*got Infinity/],
+  ['string limit', () => resolveLockOptions('/k', { limit: '3' as unknown as number }), /`limit`.*got "3"/],
   ['unknown option', () => resolveLockOptions('/k', { tll: 5 } as never), /Unknown option `tll`/],
   ['bad signal', () => resolveLockOptions('/k', { signal: {} as AbortSignal }), /`signal`.*AbortSignal/],
   [
@@ -77,6 +83,13 @@ describe('option validation', () => {
     assert.equal(o.wait, true);
     assert.equal(o.prefix, '/jobs/a/');
     assert.equal(resolveLockOptions('/k', { ttl: 7 }).refreshIntervalMs, 3500);
+  });
+
+  it('limit: 1 (a lock) unless given, any whole number >= 1 otherwise', () => {
+    assert.equal(resolveLockOptions('/k').limit, 1);
+    assert.equal(resolveLockOptions('/k', { limit: 1 }).limit, 1);
+    assert.equal(resolveLockOptions('/k', { limit: 3 }).limit, 3);
+    assert.throws(() => lock$(untouchableClient(), '/k', { limit: 0 }), /`limit`/);
   });
 
   it('treats timeout 0 as try-once (wait: false), as flock -w 0 does', () => {
@@ -136,6 +149,11 @@ describe('option validation', () => {
     assert.equal(lock.refreshInterval, 2500);
     lock.ttl = 10;
     assert.equal(lock.refreshInterval, 5000, 'refreshInterval follows ttl until set');
+    assert.equal(lock.limit, 1, 'a lock unless limit is set');
+    assert.throws(() => (lock.limit = 0), /`limit`.*got 0/);
+    assert.throws(() => (lock.limit = 1.5), /`limit`.*got 1.5/);
+    lock.limit = 4;
+    assert.equal(lock.limit, 4);
   });
 
   it('lock() rejects before touching etcd when refreshInterval does not fit the TTL', async () => {
