@@ -8,9 +8,9 @@ import { isLockError, LockLostError } from '../lib/errors.js';
 import { lock$ } from '../lib/lock-stream.js';
 import { lossMarginMs } from '../lib/options.js';
 import type { LockState } from '../lib/state.js';
-import type { Config } from './args.js';
+import { type Config, hidePasswordFromProcessTitle } from './args.js';
 import { type Child, type ChildOutcome, startChild, stopChild } from './child.js';
-import { createClient } from './client.js';
+import { connectionHint, createClient, describeConnection } from './client.js';
 import { ExitCode, signalExitCode } from './exit-codes.js';
 import type { Log } from './log.js';
 import { ping$, type PingPeer } from './ping.js';
@@ -28,7 +28,8 @@ export function killGraceMs(config: Config): number {
 }
 
 export async function run(config: Config, log: Log, env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  const client = createClient(config.endpoints);
+  hidePasswordFromProcessTitle(config);
+  const client = createClient(config.endpoints, config);
   try {
     return await new Run(config, log, env, client).done;
   } finally {
@@ -59,7 +60,7 @@ class Run {
   ) {
     this.done = new Promise<number>((resolve) => (this.#finish = resolve));
     for (const signal of FORWARDED_SIGNALS) process.on(signal, this.#onSignal);
-    log.info(`connecting to ${config.endpoints.join(',')} for ${JSON.stringify(config.key)} as ${config.id}`);
+    log.info(`connecting to ${describeConnection(config)} for ${JSON.stringify(config.key)} as ${config.id}`);
     this.#lock = lock$(client, config.key, {
       id: config.id,
       ttl: config.ttlSeconds,
@@ -155,6 +156,8 @@ class Run {
     const where =
       isLockError(err) && err.code === 'ETCDLOCK_UNAVAILABLE' ? ` (etcd: ${this.config.endpoints.join(',')})` : '';
     this.#end(ExitCode.acquireFailed, `could not acquire ${JSON.stringify(this.config.key)}${where}: ${describe(err)}`);
+    const hint = connectionHint(err, this.config);
+    if (hint) this.log.error(hint);
     this.#wrapUp();
   }
 

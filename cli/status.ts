@@ -3,22 +3,25 @@
  * (no key, no lease), as a table or as JSON on stdout.
  */
 import { holders, type LockContender } from '../lib/holders.js';
-import type { StatusConfig } from './args.js';
-import { createClient } from './client.js';
+import { hidePasswordFromProcessTitle, type StatusConfig } from './args.js';
+import { connectionHint, createClient, describeConnection } from './client.js';
 import { ExitCode } from './exit-codes.js';
 import type { Log } from './log.js';
 
 /** Prints the lock's holder and queue; 0 when etcd answered (free or held), 1 when it could not be read. */
 export async function status(config: StatusConfig, log: Log, write = (text: string) => process.stdout.write(text)) {
-  const client = createClient(config.endpoints);
+  hidePasswordFromProcessTitle(config);
+  const client = createClient(config.endpoints, config);
   try {
-    log.info(`reading ${JSON.stringify(config.key)} from ${config.endpoints.join(',')}`);
+    log.info(`reading ${JSON.stringify(config.key)} from ${describeConnection(config)}`);
     const queue = await holders(client, config.key);
     write(config.json ? statusJson(config.key, queue) : statusTable(config.key, queue));
     return 0;
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
     log.error(`cannot read the lock ${JSON.stringify(config.key)} from ${config.endpoints.join(',')}: ${reason}`);
+    const hint = connectionHint(err, config);
+    if (hint) log.error(hint);
     return ExitCode.acquireFailed;
   } finally {
     client.close();

@@ -7,8 +7,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
+import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -30,7 +31,7 @@ export interface EtcdNode {
   readonly name: string;
   /** `127.0.0.1:<client port>`, the form etcd3's `hosts` and etcdctl's `--endpoints` take. */
   readonly endpoint: string;
-  /** `http://127.0.0.1:<client port>`. */
+  /** `http://127.0.0.1:<client port>`, or `https://` when started with {@link StartEtcdOptions.clientTls}. */
   readonly clientUrl: string;
   /** `http://127.0.0.1:<peer port>`. */
   readonly peerUrl: string;
@@ -69,6 +70,21 @@ export interface StartEtcdOptions {
   dataDir?: string;
   /** Appended after the defaults; a repeated flag overrides the default (`['--log-level', 'warn']`). */
   extraArgs?: string[];
+  /**
+   * Serve clients over TLS only, and only to clients with a certificate from `caFile` (etcd's `--cert-file`,
+   * `--key-file`, `--trusted-ca-file`, `--client-cert-auth`): the client URL is `https://`. The health check
+   * shows `clientCertFile`. `endpoint` stays `127.0.0.1:<port>`: give etcd3 `credentials` to speak TLS.
+   */
+  clientTls?: EtcdClientTls;
+}
+
+/** The PEM files for {@link StartEtcdOptions.clientTls} (what `makeCertificates()` in tls.ts makes). */
+export interface EtcdClientTls {
+  readonly caFile: string;
+  readonly serverCertFile: string;
+  readonly serverKeyFile: string;
+  readonly clientCertFile: string;
+  readonly clientKeyFile: string;
 }
 
 // --- keeping children from outliving the test process ---------------------------------------------------------
@@ -156,6 +172,7 @@ interface MemberSpec {
   name: string;
   clientPort: number;
   peerPort: number;
+  clientTls?: EtcdClientTls | undefined;
 }
 
 class EtcdProcess implements EtcdNode {
@@ -168,6 +185,7 @@ class EtcdProcess implements EtcdNode {
   #running = false;
   #lines: string[] = [];
   #stopped: Promise<void> | undefined;
+  readonly #clientTls: EtcdClientTls | undefined;
 
   constructor(
     readonly name: string,
@@ -177,7 +195,8 @@ class EtcdProcess implements EtcdNode {
     spec: MemberSpec,
   ) {
     this.endpoint = `127.0.0.1:${spec.clientPort}`;
-    this.clientUrl = `http://${this.endpoint}`;
+    this.clientUrl = `${spec.clientTls ? 'https' : 'http'}://${this.endpoint}`;
+    this.#clientTls = spec.clientTls;
     this.peerUrl = `http://127.0.0.1:${spec.peerPort}`;
   }
 
@@ -258,8 +277,7 @@ class EtcdProcess implements EtcdNode {
         throw new Error(`etcd exited with ${child?.exitCode ?? child?.signalCode} while starting`);
       }
       try {
-        const response = await fetch(`${this.clientUrl}/health`, { signal: AbortSignal.timeout(1_000) });
-        const body = await response.text();
+        const body = await this.#health();
         if ((JSON.parse(body) as { health?: unknown }).health === 'true') return;
         lastProblem = `/health said ${body}`;
       } catch (error) {
@@ -268,6 +286,27 @@ class EtcdProcess implements EtcdNode {
       await sleep(25);
     }
     throw new Error(`not healthy after ${HEALTH_TIMEOUT_MS} ms (${lastProblem})`);
+  }
+
+  /** The body of `/health`; over TLS with the test CA and client certificate (fetch takes neither). */
+  async #health(): Promise<string> {
+    const tls = this.#clientTls;
+    if (!tls) return (await fetch(`${this.clientUrl}/health`, { signal: AbortSignal.timeout(1_000) })).text();
+    const [ca, cert, key] = [tls.caFile, tls.clientCertFile, tls.clientKeyFile].map((file) => readFileSync(file));
+    return new Promise((resolve, reject) => {
+      https
+        .get(`${this.clientUrl}/health`, { ca, cert, key, timeout: 1_000 }, (response) => {
+          let body = '';
+          response.setEncoding('utf8');
+          response.on('data', (chunk: string) => (body += chunk));
+          response.on('end', () => resolve(body));
+          response.on('error', reject);
+        })
+        .on('timeout', function (this: { destroy(error: Error): void }) {
+          this.destroy(new Error('no answer within 1 s'));
+        })
+        .on('error', reject);
+    });
   }
 
   /** SIGTERM (and SIGCONT, since a paused etcd acts on it only once continued), SIGKILL after 5 s. */
@@ -330,7 +369,8 @@ async function makeDataDir(given: string | undefined): Promise<{ dataDir: string
 }
 
 function memberArgs(spec: MemberSpec, dataDir: string, initialCluster: string, clusterArgs: string[]): string[] {
-  const clientUrl = `http://127.0.0.1:${spec.clientPort}`;
+  const tls = spec.clientTls;
+  const clientUrl = `${tls ? 'https' : 'http'}://127.0.0.1:${spec.clientPort}`;
   const peerUrl = `http://127.0.0.1:${spec.peerPort}`;
   return [
     ...['--name', spec.name, '--data-dir', dataDir],
@@ -341,6 +381,10 @@ function memberArgs(spec: MemberSpec, dataDir: string, initialCluster: string, c
     ...['--heartbeat-interval', '10', '--election-timeout', '100'],
     // etcd 3.4's default capnslog logger ignores --log-level for raft's INFO lines; zap honours it.
     ...['--logger', 'zap', '--log-outputs', 'stderr', '--log-level', 'error'],
+    ...(tls
+      ? ['--cert-file', tls.serverCertFile, '--key-file', tls.serverKeyFile, '--trusted-ca-file', tls.caFile]
+      : []),
+    ...(tls ? ['--client-cert-auth'] : []),
   ];
 }
 
@@ -367,7 +411,7 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdNod
   const name = options.name ?? `etcd-${++nodeCounter}`;
   return withPortRetries(async () => {
     const [clientPort = 0, peerPort = 0] = await freePorts(2);
-    const spec = { name, clientPort, peerPort };
+    const spec = { name, clientPort, peerPort, clientTls: options.clientTls };
     const { dataDir, owned } = await makeDataDir(options.dataDir);
     const args = [
       ...memberArgs(spec, dataDir, `${name}=http://127.0.0.1:${peerPort}`, ['--initial-cluster-state', 'new']),

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { describe, it } from 'node:test';
-import { type Config, parseArgs, parseEndpoints, UsageError } from '../../cli/args.js';
+import { after, before, describe, it } from 'node:test';
+import { type Config, parseArgs, parseEndpoints, redactedArgv, type StatusConfig, UsageError } from '../../cli/args.js';
+import { makeCertificates, type TestCertificates } from '../support/tls.js';
 
 function config(argv: string[], env: NodeJS.ProcessEnv = {}): Config {
   const invocation = parseArgs(argv, env);
@@ -166,4 +168,206 @@ describe('etcd endpoints', () => {
         (err: unknown) => err instanceof UsageError && pattern.test(err.message),
       ));
   }
+});
+
+describe('TLS and user arguments', () => {
+  // Real PEM files (openssl, a few hundred ms): the arguments are read and checked, not just passed on.
+  let certs: TestCertificates;
+  before(async () => {
+    certs = await makeCertificates();
+    writeFileSync(`${certs.dir}/password`, 's3cret:with colon\r\n');
+    writeFileSync(`${certs.dir}/empty-password`, '\n');
+    writeFileSync(`${certs.dir}/not-pem.txt`, 'hello\n');
+    mkdirSync(`${certs.dir}/a-directory`);
+  });
+  after(() => certs?.remove());
+  const file = (name: string) => `${certs.dir}/${name}`;
+
+  it('reads --cacert, --cert and --cert-key, and host:port endpoints then mean https://', () => {
+    const c = config([
+      ...['-e', 'a:1,https://b:2', '--cacert', certs.caFile],
+      ...['--cert', certs.clientCertFile, '--cert-key', certs.clientKeyFile, '-k', 'k', 'true'],
+    ]);
+    assert.deepEqual(c.endpoints, ['https://a:1', 'https://b:2']);
+    assert.equal(c.tls?.ca?.file, certs.caFile);
+    assert.deepEqual(c.tls?.ca?.pem, readFileSync(certs.caFile));
+    assert.equal(c.tls?.client?.cert.file, certs.clientCertFile);
+    assert.deepEqual(c.tls?.client?.key.pem, readFileSync(certs.clientKeyFile));
+    assert.equal(c.auth, undefined);
+    // A CA alone (no client certificate), the default endpoint:
+    const caOnly = config(['--cacert', certs.caFile, '-k', 'k', 'true']);
+    assert.deepEqual(caOnly.endpoints, ['https://localhost:2379']);
+    assert.equal(caOnly.tls?.client, undefined);
+    // No TLS flag: no TLS, unless an endpoint says https:// (etcd3 then trusts Node.js's usual roots).
+    assert.equal(config(['-k', 'k', 'true']).tls, undefined);
+    assert.deepEqual(config(['-e', 'https://h:1', '-k', 'k', 'true']).endpoints, ['https://h:1']);
+  });
+
+  it('takes ETCD_LOCK_CACERT, ETCD_LOCK_CERT, ETCD_LOCK_CERT_KEY; a flag wins over its variable', () => {
+    const env = {
+      ETCD_LOCK_CACERT: certs.otherCaFile,
+      ETCD_LOCK_CERT: certs.clientCertFile,
+      ETCD_LOCK_CERT_KEY: certs.clientKeyFile,
+    };
+    const fromEnv = config(['-k', 'k', 'true'], env);
+    assert.equal(fromEnv.tls?.ca?.file, certs.otherCaFile);
+    assert.equal(fromEnv.tls?.client?.cert.file, certs.clientCertFile);
+    assert.equal(config(['--cacert', certs.caFile, '-k', 'k', 'true'], env).tls?.ca?.file, certs.caFile);
+  });
+
+  it('reads --user name:password (the password may hold colons) and ETCD_LOCK_USER', () => {
+    assert.deepEqual(config(['--user', 'alice:pa:ss', '-k', 'k', 'true']).auth, {
+      username: 'alice',
+      password: 'pa:ss',
+      passwordInArgv: true,
+    });
+    assert.deepEqual(config(['-k', 'k', 'true'], { ETCD_LOCK_USER: 'bob:pw' }).auth, {
+      username: 'bob',
+      password: 'pw',
+      passwordInArgv: false,
+    });
+    assert.equal(config(['-k', 'k', 'true'], { ETCD_LOCK_PASSWORD: 'unused' }).auth, undefined);
+  });
+
+  it('finds the password after the colon, then in --password-file, ETCD_LOCK_PASSWORD_FILE, ETCD_LOCK_PASSWORD', () => {
+    const password = (argv: string[], env: NodeJS.ProcessEnv) =>
+      config([...argv, '-k', 'k', 'true'], env).auth?.password;
+    const env = { ETCD_LOCK_PASSWORD: 'from-env', ETCD_LOCK_PASSWORD_FILE: file('password') };
+    assert.equal(password(['--user', 'alice'], { ETCD_LOCK_PASSWORD: 'from-env' }), 'from-env');
+    assert.equal(password(['--user', 'alice'], env), 's3cret:with colon', 'the file, less its trailing newline');
+    assert.equal(password(['--user', 'alice', '--password-file', file('password')], {}), 's3cret:with colon');
+    assert.equal(password(['--user', 'alice:inline'], env), 'inline');
+    // A flag wins over the environment: --password-file over a password in ETCD_LOCK_USER.
+    assert.equal(password(['--password-file', file('password')], { ETCD_LOCK_USER: 'alice:env' }), 's3cret:with colon');
+    assert.equal(password([], { ETCD_LOCK_USER: 'alice:env', ETCD_LOCK_PASSWORD: 'other' }), 'env');
+  });
+
+  it('--status takes the same TLS and user flags', () => {
+    const invocation = parseArgs(
+      ['--status', '-k', 'k', '--cacert', certs.caFile, '--user', 'alice', '-e', '10.0.0.1:2379'],
+      { ETCD_LOCK_PASSWORD: 'pw' },
+    );
+    assert.equal(invocation.kind, 'status');
+    const status = (invocation as { config: StatusConfig }).config;
+    assert.deepEqual(status.endpoints, ['https://10.0.0.1:2379']);
+    assert.equal(status.tls?.ca?.file, certs.caFile);
+    assert.deepEqual(status.auth, { username: 'alice', password: 'pw', passwordInArgv: false });
+  });
+
+  const bad: Array<[string, () => string[], () => NodeJS.ProcessEnv, () => RegExp]> = [
+    [
+      'a missing --cacert file',
+      () => ['--cacert', file('nope.pem')],
+      () => ({}),
+      () => new RegExp(`^--cacert: cannot read ${file('nope\\.pem')} \\(no such file\\)$`),
+    ],
+    [
+      'a directory as ETCD_LOCK_CACERT',
+      () => [],
+      () => ({ ETCD_LOCK_CACERT: file('a-directory') }),
+      () => /^ETCD_LOCK_CACERT: cannot read .*a-directory \(it is a directory\)$/,
+    ],
+    [
+      'a CA file that is not PEM',
+      () => ['--cacert', file('not-pem.txt')],
+      () => ({}),
+      () => /not-pem\.txt is not a PEM file/,
+    ],
+    [
+      'a key where the CA should be',
+      () => ['--cacert', certs.caFile.replace(/\.pem$/, '.key')],
+      () => ({}),
+      () => /^--cacert: .*ca\.key holds no certificate in PEM$/,
+    ],
+    [
+      '--cert without --cert-key',
+      () => ['--cert', certs.clientCertFile],
+      () => ({}),
+      () => /^--cert .*client\.pem needs its private key: pass --cert-key or set ETCD_LOCK_CERT_KEY$/,
+    ],
+    [
+      'ETCD_LOCK_CERT_KEY without a certificate',
+      () => [],
+      () => ({ ETCD_LOCK_CERT_KEY: certs.clientKeyFile }),
+      () => /^ETCD_LOCK_CERT_KEY .*client\.key needs its certificate: pass --cert or set ETCD_LOCK_CERT$/,
+    ],
+    [
+      'a certificate as --cert-key',
+      () => ['--cert', certs.clientCertFile, '--cert-key', certs.clientCertFile],
+      () => ({}),
+      () => /^--cert-key: .*client\.pem holds no private key in PEM$/,
+    ],
+    [
+      "a key that is not the certificate's",
+      () => ['--cert', certs.clientCertFile, '--cert-key', certs.serverKeyFile],
+      () => ({}),
+      () => /^--cert-key: .*server\.key is not the key of the certificate in .*client\.pem \(--cert\)$/,
+    ],
+    [
+      'an http:// endpoint with TLS files',
+      () => ['-e', 'http://h:1', '--cacert', certs.caFile],
+      () => ({}),
+      () => /^-e\/--etcd: endpoint "http:\/\/h:1" is plain http, but --cacert asks for TLS/,
+    ],
+    [
+      'a user without a password',
+      () => ['--user', 'alice'],
+      () => ({}),
+      () => /^--user alice has no password: write alice:password, pass --password-file or set ETCD_LOCK_PASSWORD/,
+    ],
+    ['an empty user name', () => ['--user', ':pw-in-message?'], () => ({}), () => /^--user has an empty user name$/],
+    [
+      'an empty password after the colon',
+      () => [],
+      () => ({ ETCD_LOCK_USER: 'alice:' }),
+      () => /^ETCD_LOCK_USER: the password after "alice:" is empty$/,
+    ],
+    [
+      'a password both in --user and in --password-file',
+      () => ['--user', 'alice:pw-in-message?', '--password-file', file('password')],
+      () => ({}),
+      () => /^--user gives a password and so does --password-file: keep one$/,
+    ],
+    [
+      '--password-file without a user',
+      () => ['--password-file', file('password')],
+      () => ({}),
+      () => /^--password-file goes with a user: pass --user or set ETCD_LOCK_USER$/,
+    ],
+    [
+      'a missing password file',
+      () => ['--user', 'alice', '--password-file', file('nope')],
+      () => ({}),
+      () => /^--password-file: cannot read .*nope \(no such file\)$/,
+    ],
+    [
+      'an empty password file',
+      () => ['--user', 'alice'],
+      () => ({ ETCD_LOCK_PASSWORD_FILE: file('empty-password') }),
+      () => /^ETCD_LOCK_PASSWORD_FILE: .*empty-password holds an empty password$/,
+    ],
+  ];
+  for (const [what, argv, env, pattern] of bad) {
+    it(`rejects ${what}, naming the flag or variable and the file, never the password`, () => {
+      const all = [...argv(), '-k', 'k', 'true'];
+      assert.throws(
+        () => parseArgs(all, env()),
+        (err: unknown) => err instanceof UsageError && pattern().test(err.message) && !err.message.includes('pw-in'),
+        `${all.join(' ')} should fail with ${String(pattern())}`,
+      );
+    });
+  }
+
+  it('redacts the password of --user for the process title', () => {
+    assert.deepEqual(redactedArgv(['-k', 'k', '--user', 'alice:s3:cret', '--user=bob:x', 'cmd', '--user', 'carol']), [
+      '-k',
+      'k',
+      '--user',
+      'alice:***',
+      '--user=bob:***',
+      'cmd',
+      '--user',
+      'carol',
+    ]);
+  });
 });
