@@ -53,6 +53,8 @@ export interface Config extends Connection {
   waitMs: number | undefined;
   /** `--kill-timeout`: grace between SIGTERM and SIGKILL when the lock is lost; undefined = as long as the lease allows. */
   killTimeoutMs: number | undefined;
+  /** `--limit`: a semaphore of this many holders; 1 is a lock. */
+  limit: number;
   command: string;
   args: string[];
 }
@@ -96,6 +98,8 @@ Options (environment variable in brackets):
   -w, --wait seconds       give up acquiring after this long (exit 1); 0 tries once; default: wait
       --kill-timeout secs  grace between SIGTERM and SIGKILL when the lock is lost; default and
                            upper bound: what the lease allows
+  -l, --limit n            a semaphore: up to n commands hold it at once, default 1; every
+                           etcdlocker on the key must use the same n [ETCD_LOCK_LIMIT]
   -n, --node               the command is a Node.js module: fork it and ping it over IPC every refresh
                            period with {ping: x}; it must answer {pong: x} within the TTL, or it is
                            killed and etcdlocker exits 4 [ETCD_CHILD_IS_NODE]
@@ -138,6 +142,7 @@ const SPEC = {
   '--refresh': String,
   '--wait': String,
   '--kill-timeout': String,
+  '--limit': String,
   '--cacert': String,
   '--cert': String,
   '--cert-key': String,
@@ -155,6 +160,7 @@ const SPEC = {
   '-t': '--ttl',
   '-r': '--refresh',
   '-w': '--wait',
+  '-l': '--limit',
   '-n': '--node',
   '-v': '--verbose',
   '-h': '--help',
@@ -206,6 +212,12 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): Invo
   const killTimeout = parsed['--kill-timeout'];
   const killTimeoutMs = killTimeout === undefined ? undefined : seconds(killTimeout, '--kill-timeout') * 1000;
 
+  const limitValue = pick('--limit', '-l', 'ETCD_LOCK_LIMIT');
+  if (limitValue && !/^[1-9]\d{0,5}$/.test(limitValue.value)) {
+    throw new UsageError(`${limitValue.source} must be a whole number from 1 to 999999, got ${limitValue.value}`);
+  }
+  const limit = limitValue ? Number(limitValue.value) : 1;
+
   const connection = parseConnection(parsed, pick, env);
 
   const [command, ...args] = parsed._;
@@ -223,6 +235,7 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): Invo
       verbose: parsed['--verbose'] ?? false,
       waitMs,
       killTimeoutMs,
+      limit,
       command,
       args,
     },
@@ -236,6 +249,7 @@ const RUN_ONLY_FLAGS = {
   '--refresh': '-r/--refresh',
   '--wait': '-w/--wait',
   '--kill-timeout': '--kill-timeout',
+  '--limit': '-l/--limit',
   '--node': '-n/--node',
 } as const;
 

@@ -66,6 +66,7 @@ class Run {
       ttl: config.ttlSeconds,
       refreshInterval: config.refreshIntervalMs,
       wait: config.waitMs !== 0,
+      limit: config.limit,
       ...(config.waitMs !== undefined && config.waitMs > 0 && { timeout: config.waitMs }),
       // On loss, our key keeps everyone else out until the command is dead (at most until the lease ends).
       releaseAfter: this.#childGonePromise,

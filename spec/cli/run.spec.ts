@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import net from 'node:net';
 import { after, describe, it } from 'node:test';
 import { isAlive, runLocker, startLocker, tempDir, waitForFile, writeScript } from '../support/cli.js';
 import { etcdForSuite, listKeys, listLeases, uniquePrefix } from '../support/etcd.js';
+import { until } from '../support/poll.js';
 
 const NODE = process.execPath;
 
@@ -107,6 +109,27 @@ describe('etcdlocker runs a command while holding the lock (the built binary, re
     assert.equal((await listKeys(etcd.endpoints, `${key}/`)).length, 1, "only the holder's key");
     writeFileSync(goFile, 'go');
     assert.equal((await holder.result()).code, 0);
+  });
+
+  it('--limit 2: two commands hold the semaphore at once, the third waits for a slot', async () => {
+    const key = `${uniquePrefix('cli')}/limit`;
+    const leasesBefore = await listLeases(etcd.endpoints);
+    const dir = tmp.file('limit');
+    mkdirSync(dir);
+    const goFile = `${dir}/go`;
+    writeScript(`${dir}/job.sh`, `touch "${dir}/started.$$"\n${waitFor(goFile)}`);
+    const started = () => readdirSync(dir).filter((name) => name.startsWith('started.')).length;
+    const lockers = ['a', 'b', 'c'].map((id) =>
+      startLocker(['-e', endpoint(), '-k', key, '-i', id, '-l', '2', '--', `${dir}/job.sh`]),
+    );
+    await until(() => started() === 2, 'two commands running');
+    while ((await listKeys(etcd.endpoints, `${key}/`)).length < 3) await sleep(20); // the third is queued
+    await sleep(500);
+    assert.equal(started(), 2, 'the third waits while both slots are taken');
+    writeFileSync(goFile, 'go');
+    for (const locker of lockers) assert.equal((await locker.result()).code, 0);
+    assert.equal(started(), 3, 'the third ran once a slot was free');
+    await assertNothingLeft(key, leasesBefore);
   });
 
   it('-w gives up after that long with exit 1 (timeout) and removes its queued key', async () => {

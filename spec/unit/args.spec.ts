@@ -20,6 +20,23 @@ function usageError(argv: string[], env: NodeJS.ProcessEnv, pattern: RegExp) {
 }
 
 describe('etcdlocker arguments', () => {
+  it('--limit / -l / ETCD_LOCK_LIMIT: a semaphore of n holders, 1 by default; anything but 1..999999 is refused', () => {
+    assert.equal(config(['-k', 'k', 'true']).limit, 1);
+    assert.equal(config(['-l', '3', '-k', 'k', 'true']).limit, 3);
+    assert.equal(config(['--limit', '2', '-k', 'k', 'true']).limit, 2);
+    assert.equal(config(['-k', 'k', 'true'], { ETCD_LOCK_LIMIT: '4' }).limit, 4);
+    assert.equal(config(['-l', '5', '-k', 'k', 'true'], { ETCD_LOCK_LIMIT: '4' }).limit, 5, 'the flag wins');
+    for (const bad of ['0', '-1', '1.5', 'two', '1000000']) {
+      usageError(
+        [`--limit=${bad}`, '-k', 'k', 'true'],
+        {},
+        new RegExp(`-l/--limit must be a whole number .* got ${bad}`),
+      );
+    }
+    usageError(['-k', 'k', 'true'], { ETCD_LOCK_LIMIT: '0' }, /ETCD_LOCK_LIMIT must be a whole number/);
+    usageError(['--status', '-l', '2', '-k', 'k'], {}, /-l\/--limit/);
+  });
+
   it('fills in the 1.x defaults: localhost:2379, host name, TTL 60, refresh TTL/2, wait forever', () => {
     const c = config(['-k', '/jobs/a', 'true']);
     assert.deepEqual(c.endpoints, ['http://localhost:2379']);
