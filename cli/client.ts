@@ -14,6 +14,18 @@ import type { Connection } from './args.js';
 
 type FaultHandling = NonNullable<IOptions['faultHandling']>;
 type Policy = ReturnType<NonNullable<FaultHandling['host']>>;
+type Backoff = NonNullable<FaultHandling['watchBackoff']>;
+
+/** The longest wait before a broken watch stream is opened again. */
+const WATCH_BACKOFF_MAX_MS = 1000;
+
+/**
+ * 50 ms, doubling up to {@link WATCH_BACKOFF_MAX_MS}. etcd3's default waits up to 30 s: a waiter whose watch
+ * broke could miss its turn that long, and the pending timer kept a finished process alive.
+ */
+function watchBackoff(durationMs = 50): Backoff {
+  return { duration: durationMs, next: () => watchBackoff(Math.min(durationMs * 2, WATCH_BACKOFF_MAX_MS)) };
+}
 type Call = (context: { signal: AbortSignal }) => unknown;
 
 /** How long a host that failed is passed over in favour of the others. */
@@ -101,7 +113,11 @@ export function createClient(endpoints: string[], security: Pick<Connection, 'tl
       },
     }),
     ...(auth && { auth: { username: auth.username, password: auth.password } }),
-    faultHandling: { host: () => hostPolicy(), global: retryPolicy(endpoints.length + 1) },
+    faultHandling: {
+      host: () => hostPolicy(),
+      global: retryPolicy(endpoints.length + 1),
+      watchBackoff: watchBackoff(),
+    },
   });
 }
 
