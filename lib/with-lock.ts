@@ -1,7 +1,9 @@
 import type { Etcd3 } from 'etcd3';
-import { InvalidArgumentError } from './errors.js';
+import type { Observable, Subscription } from 'rxjs';
+import { InvalidArgumentError, NotHeldError } from './errors.js';
 import { lock$ } from './lock-stream.js';
 import { type LockOptions, show } from './options.js';
+import type { LockState } from './state.js';
 import type { LockGrant } from './while-held.js';
 
 /**
@@ -37,7 +39,18 @@ export function withLock<T>(
       options.onRelease?.(done);
     },
   });
+  return runUnderLock(stream$, fn, () => released);
+}
 
+/**
+ * The heart of {@link withLock}, on any stream of lock states (for tests in virtual time): runs `fn` at the first
+ * `held`, unsubscribes once it settles, and settles once `released()` (read after the unsubscribe) has.
+ */
+export function runUnderLock<T>(
+  state$: Observable<LockState>,
+  fn: (grant: LockGrant) => T | PromiseLike<T>,
+  released: () => Promise<void>,
+): Promise<T> {
   return new Promise<T>((resolve, rejectWith) => {
     // Whatever failed is passed on as it is: a LockError, fn's own error, or the reason of the user's signal.
     // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- fn may throw anything
@@ -46,27 +59,29 @@ export function withLock<T>(
     let running = false;
     let lossError: unknown;
     /** Releases (if still subscribed), waits until the release is done, then settles. */
-    const finish = (settle: () => void) => {
-      if (!controller.signal.aborted) controller.abort(new Error(`withLock(${JSON.stringify(key)}): fn has settled`));
-      subscription.unsubscribe();
-      void released.then(settle);
+    const finish = (key: string, settle: () => void) => {
+      if (!controller.signal.aborted) {
+        controller.abort(new NotHeldError(key, `The lock ${JSON.stringify(key)} is released: fn has settled`));
+      }
+      subscription.unsubscribe(); // assigned by then: fn's outcome arrives in a later microtask
+      void released().then(settle);
     };
-    const subscription = stream$.subscribe({
+    const subscription: Subscription = state$.subscribe({
       next: (state) => {
         if (state.kind !== 'held' || running) return;
         running = true;
-        const { id, fencingToken, leaseId, holderKey } = state;
-        const grant: LockGrant = { key: state.key, id, fencingToken, leaseId, holderKey, signal: controller.signal };
+        const { key, id, fencingToken, leaseId, holderKey } = state;
+        const grant: LockGrant = { key, id, fencingToken, leaseId, holderKey, signal: controller.signal };
         new Promise<T>((run) => run(fn(grant))).then(
-          (value) => finish(() => (lossError === undefined ? resolve(value) : reject(lossError))),
-          (err: unknown) => finish(() => reject(lossError ?? err)),
+          (value) => finish(key, () => (lossError === undefined ? resolve(value) : reject(lossError))),
+          (err: unknown) => finish(key, () => reject(lossError ?? err)),
         );
       },
       error: (err: unknown) => {
         controller.abort(err);
         if (running) lossError = err;
         // The stream's teardown hands over the release right after this callback: wait for it, then reject.
-        else void Promise.resolve().then(() => released.then(() => reject(err)));
+        else void Promise.resolve().then(() => released().then(() => reject(err)));
       },
     });
   });
