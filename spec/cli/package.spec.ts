@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdirSync, symlinkSync } from 'node:fs';
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { promisify } from 'node:util';
@@ -45,6 +45,21 @@ describe('the package as a user gets it (the build)', () => {
     for (const name of ['lock$', 'Lock', 'withLock', 'whileHeld', 'createLocker', 'campaign$', 'holders']) {
       assert.ok(fromImport.split(' ').includes(name), `exports ${name}`);
     }
+  });
+
+  it('a CommonJS TypeScript project (module nodenext) gets the types through require', async () => {
+    writeFileSync(
+      path.join(tmp.dir, 'consumer.cts'),
+      [
+        "import etcdLock = require('etcd-lock');",
+        'const held: boolean = etcdLock.isHeld(undefined);',
+        'export const api = [typeof etcdLock.lock$, typeof etcdLock.withLock, held];',
+      ].join('\n'),
+    );
+    const compilerOptions = { module: 'nodenext', strict: true, noEmit: true, skipLibCheck: true, types: [] };
+    writeFileSync(path.join(tmp.dir, 'tsconfig.json'), JSON.stringify({ compilerOptions, files: ['consumer.cts'] }));
+    const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+    await run(process.execPath, [tsc, '-p', tmp.dir]); // rejects, with the compiler's errors, if types do not resolve
   });
 
   it('the CLI starts with its shebang, by the bin name', async () => {
