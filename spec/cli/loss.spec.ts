@@ -23,6 +23,25 @@ describe('etcdlocker when the lock is lost while the command runs', () => {
 
   const direct = () => ['-e', etcd.endpoints.join(',')];
 
+  /**
+   * Runs `job` (which writes its PID to the scope's `pid` file) under the lock with `flags`, waits until the lock
+   * is held and the job runs, calls `whileHeld`, deletes our key from outside, and waits for etcdlocker to exit.
+   */
+  async function deletedWhileRunning(
+    s: ReturnType<typeof lockerScope>,
+    key: string,
+    flags: string[],
+    job: string,
+    whileHeld?: (pid: number) => void | Promise<void>,
+  ) {
+    const locker = s.locker([...direct(), '-v', '-k', key, ...flags, '--', job]);
+    const held = await holding(locker);
+    const pid = await s.pid('pid');
+    await whileHeld?.(pid);
+    await etcd.client.delete().key(held.holderKey).exec();
+    return { held, pid, result: await locker.result() };
+  }
+
   /** A second etcdlocker (talking to etcd directly) queued behind the first, running {@link nextHolder}. */
   const secondInLine = (key: string, ttl: string, dir: string, firstDir: string, s: ReturnType<typeof lockerScope>) =>
     s.locker([
@@ -42,13 +61,9 @@ describe('etcdlocker when the lock is lost while the command runs', () => {
     const s = lockerScope(t, 'deleted');
     const key = `${uniquePrefix('cli-loss')}/deleted`;
     const job = writeScript(s.file('job.sh'), `echo $$ > "${s.pidFile('pid')}"\nsleep 1000`);
-    const locker = s.locker([...direct(), '-v', '-k', key, '-t', '10', '--', job]);
-    const held = await holding(locker);
-    const pid = await s.pid('pid');
-    assert.ok(isAlive(pid), 'the command runs while the lock is held');
-
-    await etcd.client.delete().key(held.holderKey).exec();
-    const result = await locker.result();
+    const { held, pid, result } = await deletedWhileRunning(s, key, ['-t', '10'], job, (pid) => {
+      assert.ok(isAlive(pid), 'the command runs while the lock is held');
+    });
     const aliveAtExit = isAlive(pid);
 
     assert.equal(result.code, 2, result.stderr);
@@ -71,14 +86,11 @@ describe('etcdlocker when the lock is lost while the command runs', () => {
       s.file('job.sh'),
       [`sleep 1000 &`, `echo $! > "${s.pidFile('grandchild')}"`, `echo $$ > "${s.pidFile('pid')}"`, `wait`].join('\n'),
     );
-    const locker = s.locker([...direct(), '-v', '-k', key, '-t', '10', '--', job]);
-    const held = await holding(locker);
-    const pid = await s.pid('pid');
-    const grandchild = await s.pid('grandchild');
-    assert.ok(isAlive(pid) && isAlive(grandchild), 'the command and its grandchild run');
-
-    await etcd.client.delete().key(held.holderKey).exec();
-    const result = await locker.result();
+    let grandchild = 0;
+    const { held, pid, result } = await deletedWhileRunning(s, key, ['-t', '10'], job, async (pid) => {
+      grandchild = await s.pid('grandchild');
+      assert.ok(isAlive(pid) && isAlive(grandchild), 'the command and its grandchild run');
+    });
 
     assert.equal(result.code, 2, result.stderr);
     assert.equal(isAlive(pid), false, 'the command is dead');
@@ -98,12 +110,7 @@ describe('etcdlocker when the lock is lost while the command runs', () => {
         s.file('job.sh'),
         [`trap '' TERM`, `echo $$ > "${s.pidFile('pid')}"`, `while :; do sleep 1; done`].join('\n'),
       );
-      const locker = s.locker([...direct(), '-v', '-k', key, '-t', '4', ...extra, '--', job]);
-      const held = await holding(locker);
-      const pid = await s.pid('pid');
-
-      await etcd.client.delete().key(held.holderKey).exec();
-      const result = await locker.result();
+      const { held, pid, result } = await deletedWhileRunning(s, key, ['-t', '4', ...extra], job);
 
       assert.equal(result.code, 2, result.stderr);
       assert.equal(isAlive(pid), false, 'the command is dead');
@@ -134,12 +141,7 @@ describe('etcdlocker when the lock is lost while the command runs', () => {
         `while :; do sleep 0.1; done`,
       ].join('\n'),
     );
-    const locker = s.locker([...direct(), '-v', '-k', key, '-t', '10', '--kill-timeout', '0.2', '--', job]);
-    const held = await holding(locker);
-    const pid = await s.pid('pid');
-
-    await etcd.client.delete().key(held.holderKey).exec();
-    const result = await locker.result();
+    const { held, pid, result } = await deletedWhileRunning(s, key, ['-t', '10', '--kill-timeout', '0.2'], job);
 
     assert.equal(result.code, 2, result.stderr);
     assert.equal(isAlive(pid), false, 'the command is dead');

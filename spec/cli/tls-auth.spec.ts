@@ -8,15 +8,21 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { once } from 'node:events';
-import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Etcd3 } from 'etcd3';
 import { lock$ } from '../../lib/lock-stream.js';
 import type { HeldState } from '../../lib/state.js';
 import { withLock } from '../../lib/with-lock.js';
-import { runLocker, startLocker, tempDir, waitForFile, writeScript } from '../support/cli.js';
+import {
+  type FakeEtcd,
+  runLocker,
+  startFakeEtcd,
+  startLocker,
+  tempDir,
+  waitForFile,
+  writeScript,
+} from '../support/cli.js';
 import { etcdctl, type EtcdNode, startEtcd, uniquePrefix } from '../support/etcd.js';
 import { record } from '../support/recorder.js';
 import { makeCertificates, type TestCertificates } from '../support/tls.js';
@@ -312,22 +318,14 @@ describe('etcd with authentication enabled', () => {
 
 describe('TLS and user flags: usage errors before any connection', () => {
   // A listener standing in for etcd: a usage error must be reported before anything connects to it.
-  let server: net.Server;
-  let connections = 0;
-  let endpoint: string;
+  let fake: FakeEtcd;
   let certs: TestCertificates;
   before(async () => {
-    server = net.createServer((socket) => {
-      connections++;
-      socket.destroy();
-    });
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    endpoint = `127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+    fake = await startFakeEtcd();
     certs = await makeCertificates();
   });
   after(async () => {
-    server.close();
+    fake.close();
     await certs?.remove();
   });
 
@@ -371,12 +369,12 @@ describe('TLS and user flags: usage errors before any connection', () => {
   ];
   for (const [what, args, env, pattern] of cases) {
     it(`${what}: exit 64, naming the flag and the file, no connection`, async () => {
-      const before = connections;
-      const r = await runLocker(['-e', endpoint, ...args(), '-k', 'k', 'true'], env());
+      const before = fake.connections();
+      const r = await runLocker(['-e', fake.endpoint, ...args(), '-k', 'k', 'true'], env());
       assert.equal(r.code, 64, r.stderr);
       assert.match(r.stderr, pattern());
       assert.match(r.stderr, /usage: etcdlocker \[options\] \[--\] command/);
-      assert.equal(connections, before, 'nothing connected to etcd');
+      assert.equal(fake.connections(), before, 'nothing connected to etcd');
     });
   }
 });

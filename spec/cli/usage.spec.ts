@@ -1,25 +1,14 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { writeFileSync } from 'node:fs';
-import { runLocker, tempDir } from '../support/cli.js';
+import { type FakeEtcd, runLocker, startFakeEtcd, tempDir } from '../support/cli.js';
 
 describe('etcdlocker usage (the built binary)', () => {
-  // A listener standing in for etcd: bad usage must be reported before any connection is made.
-  let server: net.Server;
-  let connections = 0;
-  let endpoint: string;
+  let fake: FakeEtcd;
   before(async () => {
-    server = net.createServer((socket) => {
-      connections++;
-      socket.destroy();
-    });
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    endpoint = `127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+    fake = await startFakeEtcd();
   });
-  after(() => server.close());
+  after(() => fake.close());
 
   it('--help prints the usage, every flag and the exit codes on stdout, exit 0', async () => {
     const r = await runLocker(['--help']);
@@ -53,22 +42,22 @@ describe('etcdlocker usage (the built binary)', () => {
   ];
   for (const [what, args, env, pattern] of cases) {
     it(`${what}: exit 64, the problem and the usage line on stderr, no connection`, async () => {
-      const before = connections;
-      const r = await runLocker(args[0] === '-e' ? args : ['-e', endpoint, ...args], env);
+      const before = fake.connections();
+      const r = await runLocker(args[0] === '-e' ? args : ['-e', fake.endpoint, ...args], env);
       assert.equal(r.code, 64, r.stderr);
       assert.match(r.stderr, pattern);
       assert.match(r.stderr, /usage: etcdlocker \[options\] \[--\] command/);
       assert.equal(r.stdout, '');
-      assert.equal(connections, before, 'no connection was made');
+      assert.equal(fake.connections(), before, 'no connection was made');
     });
   }
 
   it('a command that does not exist: exit 3 before connecting to etcd', async () => {
-    const before = connections;
-    const r = await runLocker(['-e', endpoint, '-k', 'k', '--', 'surely-no-such-command-here', '--flag']);
+    const before = fake.connections();
+    const r = await runLocker(['-e', fake.endpoint, '-k', 'k', '--', 'surely-no-such-command-here', '--flag']);
     assert.equal(r.code, 3, r.stderr);
     assert.match(r.stderr, /command not found: surely-no-such-command-here/);
-    assert.equal(connections, before);
+    assert.equal(fake.connections(), before);
   });
 
   it('a file that is not executable: exit 3 before connecting', async () => {
@@ -76,21 +65,21 @@ describe('etcdlocker usage (the built binary)', () => {
     try {
       const file = tmp.file('script.sh');
       writeFileSync(file, '#!/bin/sh\nexit 0\n', { mode: 0o644 });
-      const before = connections;
-      const r = await runLocker(['-e', endpoint, '-k', 'k', '--', file]);
+      const before = fake.connections();
+      const r = await runLocker(['-e', fake.endpoint, '-k', 'k', '--', file]);
       assert.equal(r.code, 3, r.stderr);
       assert.ok(r.stderr.includes(`not an executable file: ${file}`), r.stderr);
-      assert.equal(connections, before);
+      assert.equal(fake.connections(), before);
     } finally {
       tmp.remove();
     }
   });
 
   it('-n with a module that does not exist: exit 3 before connecting', async () => {
-    const before = connections;
-    const r = await runLocker(['-e', endpoint, '-n', '-k', 'k', '--', './no-such-module.js']);
+    const before = fake.connections();
+    const r = await runLocker(['-e', fake.endpoint, '-n', '-k', 'k', '--', './no-such-module.js']);
     assert.equal(r.code, 3, r.stderr);
     assert.match(r.stderr, /no such Node\.js module: \.\/no-such-module\.js/);
-    assert.equal(connections, before);
+    assert.equal(fake.connections(), before);
   });
 });

@@ -4,6 +4,8 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -148,4 +150,35 @@ export async function waitForFile(file: string, timeoutMs = 20_000): Promise<str
 export function writeScript(file: string, body: string): string {
   writeFileSync(file, `#!/bin/sh\n${body}\n`, { mode: 0o755 });
   return file;
+}
+
+/** A listener standing in for etcd, counting connections: bad usage must be reported before anything connects. */
+export interface FakeEtcd {
+  /** `127.0.0.1:<port>`. */
+  readonly endpoint: string;
+  /** How many connections it has accepted (and closed at once) so far. */
+  connections(): number;
+  close(): void;
+}
+
+/**
+ * @example
+ * const fake = await startFakeEtcd();
+ * const before = fake.connections();
+ * await runLocker(['-e', fake.endpoint, '--bogus']);
+ * assert.equal(fake.connections(), before);
+ */
+export async function startFakeEtcd(): Promise<FakeEtcd> {
+  let connections = 0;
+  const server = net.createServer((socket) => {
+    connections++;
+    socket.destroy();
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    endpoint: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    connections: () => connections,
+    close: () => void server.close(),
+  };
 }

@@ -1,23 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Observable } from 'rxjs';
-import { TestScheduler } from 'rxjs/testing';
-import { LockLostError, NotHeldError } from '../../lib/errors.js';
+import { NotHeldError } from '../../lib/errors.js';
 import type { LockState } from '../../lib/state.js';
 import { type LockGrant, whileHeld } from '../../lib/while-held.js';
-
-const base = { key: '/k', id: 'me' };
-const lostError = new LockLostError('/k', 'deleted', 'our key was deleted');
-const states: Record<string, LockState> = {
-  a: { kind: 'acquiring', ...base },
-  h: { kind: 'held', ...base, fencingToken: '7', leaseId: 'abc', holderKey: '/k/abc' },
-  r: { kind: 'refreshed', ...base, fencingToken: '7', ttl: 5 },
-  l: { kind: 'lost', ...base, fencingToken: '7', reason: 'deleted', error: lostError },
-};
-
-function scheduler(): TestScheduler {
-  return new TestScheduler((actual, expected) => assert.deepEqual(actual, expected));
-}
+import { lostError, scheduler, states } from '../support/marble-states.js';
 
 /** A work factory that records each grant it was given and returns `work$`. */
 function recording<T>(work$: Observable<T>) {

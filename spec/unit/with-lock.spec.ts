@@ -1,19 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { TestScheduler } from 'rxjs/testing';
-import { LockLostError, NotHeldError } from '../../lib/errors.js';
+import { NotHeldError } from '../../lib/errors.js';
 import type { LockState } from '../../lib/state.js';
 import type { LockGrant } from '../../lib/while-held.js';
 import { runUnderLock } from '../../lib/with-lock.js';
-
-const base = { key: '/k', id: 'me' };
-const lostError = new LockLostError('/k', 'deleted', 'our key was deleted');
-const states: Record<string, LockState> = {
-  a: { kind: 'acquiring', ...base },
-  h: { kind: 'held', ...base, fencingToken: '7', leaseId: 'abc', holderKey: '/k/abc' },
-  r: { kind: 'refreshed', ...base, fencingToken: '7', ttl: 5 },
-  l: { kind: 'lost', ...base, fencingToken: '7', reason: 'deleted', error: lostError },
-};
+import { lostError, scheduler, states } from '../support/marble-states.js';
 
 /** A promise the test settles by hand, to play a long-running fn. */
 function deferred<T>() {
@@ -38,7 +29,7 @@ function outcome<T>(promise: Promise<T>) {
 
 describe('withLock (virtual time for the lock, real promises for fn)', () => {
   it('runs fn at the first held with the grant, releases once it settles, then resolves with its value', async () => {
-    const ts = new TestScheduler((actual, expected) => assert.deepEqual(actual, expected));
+    const ts = scheduler();
     const fnDone = deferred<string>();
     const grants: LockGrant[] = [];
     let result!: ReturnType<typeof outcome<string>>;
@@ -69,7 +60,7 @@ describe('withLock (virtual time for the lock, real promises for fn)', () => {
   });
 
   it('on loss: aborts the signal at once, waits for fn to settle, then rejects with the LockLostError', async () => {
-    const ts = new TestScheduler((actual, expected) => assert.deepEqual(actual, expected));
+    const ts = scheduler();
     const fnDone = deferred<string>();
     let grant: LockGrant | undefined;
     let result!: ReturnType<typeof outcome<string>>;
@@ -97,7 +88,7 @@ describe('withLock (virtual time for the lock, real promises for fn)', () => {
   });
 
   it('fn throws: the error passes through, after the release has settled', async () => {
-    const ts = new TestScheduler((actual, expected) => assert.deepEqual(actual, expected));
+    const ts = scheduler();
     const boom = new Error('boom');
     const release = deferred<void>();
     let result!: ReturnType<typeof outcome<never>>;
@@ -123,7 +114,7 @@ describe('withLock (virtual time for the lock, real promises for fn)', () => {
   });
 
   it('acquiring fails: rejects with that error, and fn never runs', async () => {
-    const ts = new TestScheduler((actual, expected) => assert.deepEqual(actual, expected));
+    const ts = scheduler();
     const busy = new Error('busy');
     let ran = false;
     let result!: ReturnType<typeof outcome<void>>;
