@@ -9,7 +9,7 @@ interface Change {
   kv: IKeyValue;
 }
 
-/** The part of etcd3's `WatchBuilder` that `contend$` uses. */
+/** The part of etcd3's `WatchBuilder` that `contend$` uses: a key, and a start revision or else from now. */
 interface KeyWatchBuilder {
   key(key: string | Buffer): KeyWatchBuilder;
   startRevision(revision: string): KeyWatchBuilder;
@@ -42,6 +42,8 @@ export class SharedWatch {
   #watcher: Watcher | undefined;
   /** Every change with a revision above this reaches us; undefined until the watch is created. */
   #syncedAfter: bigint | undefined;
+  /** The newest revision we know of: every change up to it has reached us. */
+  #latest = 0n;
   /** {@link #recent} holds every change with a revision above this. */
   #floor = 0n;
   #recent: Change[] = [];
@@ -80,7 +82,7 @@ export class SharedWatch {
       watcher: (): Watcher => {
         const keyWatch = new KeyWatch(this, key, from);
         this.attach(keyWatch);
-        // contend$ uses only on('put' | 'delete' | 'error') and cancel(), which KeyWatch has.
+        // contend$ uses only on('connected' | 'put' | 'delete' | 'error') and cancel(), which KeyWatch has.
         return keyWatch as unknown as Watcher;
       },
     };
@@ -97,14 +99,19 @@ export class SharedWatch {
     await watcher?.cancel().catch(() => undefined);
   }
 
-  /** Starts delivering to `keyWatch`: first the recent changes it missed, then live ones. */
+  /**
+   * Starts delivering to `keyWatch`: first the recent changes it missed, then live ones. One without a start
+   * revision starts after the newest change we know of, as an etcd watch without one starts after etcd's current
+   * revision, and is told that revision in a `connected` event, as etcd3's watcher is.
+   */
   attach(keyWatch: KeyWatch): void {
     if (this.#closed) return;
     if (this.#syncedAfter === undefined) {
       this.#waiting.add(keyWatch);
       return;
     }
-    const from = keyWatch.from ?? this.#syncedAfter + 1n;
+    const from = keyWatch.from ?? this.#latest + 1n;
+    keyWatch.deliver('connected', { header: { revision: (from - 1n).toString() } });
     if (from <= this.#floor) {
       keyWatch.deliver('error', new Error(`changes from revision ${from} are no longer at hand`));
       return;
@@ -136,6 +143,7 @@ export class SharedWatch {
       // A watch created without a start revision starts just after the revision in its creation header.
       this.#syncedAfter = BigInt(res.header.revision);
       this.#floor = this.#syncedAfter;
+      if (this.#syncedAfter > this.#latest) this.#latest = this.#syncedAfter;
       this.#synced();
       const waiting = [...this.#waiting];
       this.#waiting.clear();
@@ -158,6 +166,7 @@ export class SharedWatch {
 
   #dispatch(type: Change['type'], kv: IKeyValue): void {
     const change: Change = { type, key: kv.key.toString(), revision: BigInt(kv.mod_revision), kv };
+    if (change.revision > this.#latest) this.#latest = change.revision;
     this.#recent.push(change);
     if (this.#recent.length > RECENT_CHANGES) this.#floor = this.#recent.shift()!.revision;
     const watches = this.#byKey.get(change.key);
@@ -169,6 +178,7 @@ export class SharedWatch {
 }
 
 type Handler = (arg: unknown) => void;
+type KeyWatchEvent = 'connected' | 'put' | 'delete' | 'error';
 
 /**
  * A per-key watch served by a {@link SharedWatch}: lighter than an EventEmitter (thousands are alive at once),
@@ -185,7 +195,7 @@ class KeyWatch {
     public from: bigint | undefined,
   ) {}
 
-  on(event: 'put' | 'delete' | 'error', handler: Handler): this {
+  on(event: KeyWatchEvent, handler: Handler): this {
     const handlers = this.#handlers.get(event);
     if (handlers) handlers.push(handler);
     else this.#handlers.set(event, [handler]);
@@ -198,7 +208,7 @@ class KeyWatch {
     return Promise.resolve();
   }
 
-  deliver(event: 'put' | 'delete' | 'error', arg: unknown): void {
+  deliver(event: KeyWatchEvent, arg: unknown): void {
     queueMicrotask(() => {
       if (this.#cancelled) return;
       for (const handler of this.#handlers.get(event) ?? []) handler(arg);
@@ -221,6 +231,6 @@ export function sessionClient(batcher: TxnBatcher, watch: SharedWatch, ended: ()
     },
     watch: () => watch.watch(),
   };
-  // contend$ uses only `kv.txn` and `watch().key().startRevision().watcher()`; the locker's tests cover both.
+  // contend$ uses only `kv.txn` and `watch().key()[.startRevision()].watcher()`; the locker's tests cover both.
   return view as unknown as Etcd3;
 }

@@ -1,7 +1,7 @@
 import type { Etcd3, IKeyValue, IRangeRequest, IRequestOp, ITxnResponse, Watcher } from 'etcd3';
 import { Observable } from 'rxjs';
 import { isLockError, LockBusyError, LockLostError, UnavailableError } from './errors.js';
-import type { Lease } from './session.js';
+import { type Lease, REQUEST_TIMEOUT_MS } from './session.js';
 import type { Holder } from './state.js';
 
 /** One contender for a lock: who, under which prefix, on which lease. */
@@ -40,6 +40,24 @@ export interface ContendOptions {
   onRelease?: ((released: Promise<void>) => void) | undefined;
   /** A put on our key that keeps it on our lease is ours (an election's proclaim), not a loss. Default: off. */
   allowOwnPuts?: boolean | undefined;
+  /**
+   * While waiting, read the queue again this often even if no watch said anything. Default: half the lease's
+   * TTL, from 1 s to 30 s (see {@link recheckMsFor}).
+   */
+  recheckMs?: number | undefined;
+}
+
+/**
+ * How often a waiter reads the queue again on its own: half the lease's TTL, at least 1 s, at most 30 s.
+ *
+ * A watch can go quiet without failing: its stream is on a member that is paused (SIGSTOP, a stalled disk, a VM
+ * frozen) while the rest of the cluster carries on. The holder ahead releases, etcd deletes its key, and a waiter
+ * whose watch sits on that member hears nothing until the member wakes, while its lease is kept alive through
+ * another. Reading the queue now and then bounds that stall. Half the TTL keeps it within what the user already
+ * accepts a dead holder may cost everyone; the floor keeps a short TTL from turning waiters into pollers.
+ */
+export function recheckMsFor(lease: Lease): number {
+  return Math.min(30_000, Math.max(1000, (lease.ttlSeconds * 1000) / 2));
 }
 
 /** The watches and pauses of one contender, and where their failures go. */
@@ -51,9 +69,6 @@ interface WatchScope {
   pause: (ms: number) => Promise<void>;
   allowOwnPuts: boolean;
 }
-
-/** How long one KV request may take before we call etcd unavailable. */
-const REQUEST_TIMEOUT_MS = 10_000;
 
 /** The queue as one transaction saw it. */
 interface QueueView {
@@ -112,17 +127,23 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
     };
 
     const limit = options.limit ?? 1;
+    const recheckMs = options.recheckMs ?? recheckMsFor(contender.lease);
     const enqueued = enqueue(client, contender, limit);
+    const nearest = new NearestWatch(client, watchers);
     const run = async () => {
       let view = await enqueued;
       if (stopped) return;
       watchOwnership(client, contender, view.ticket, view.revision, scope);
-      const nearest = new NearestWatch(client, watchers);
+      let told = '';
       try {
         while (view.ahead >= limit) {
           if (!options.wait) throw new LockBusyError(contender.key, holderOf(view.head));
-          subscriber.next({ kind: 'waiting', holder: holderOf(view.head), ahead: view.ahead });
-          await nearest.anyGone(view.nearest, view.revision);
+          const holder = holderOf(view.head);
+          // A re-read that changed nothing (a recheck, or a key further ahead that went) is not news.
+          const news = `${holder?.fencingToken}/${holder?.id}/${view.ahead}`;
+          if (news !== told) subscriber.next({ kind: 'waiting', holder, ahead: view.ahead });
+          told = news;
+          await nearest.anyGone(view.nearest, view.revision, recheckMs);
           if (stopped) return;
           const next = await lookBehindPatiently(client, contender, view.ticket, limit, scope);
           if (stopped) return;
@@ -138,6 +159,7 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
 
     return () => {
       stopped = true;
+      nearest.close();
       for (const end of pauses) end();
       for (const watcher of watchers) void watcher.cancel().catch(() => undefined);
       watchers.clear();
@@ -294,61 +316,91 @@ function queueReads(prefix: string, limit: number, before?: string): { newest: I
  * the nearest of at most `limit` waiters (the ones just behind it), so a release wakes at most `limit` waiters
  * however long the queue, and each waiter holds `limit` watches.
  *
- * A key's watch is kept across re-reads while the key stays among the nearest. Each new watch starts just after
- * the revision of the read that found its key (never earlier): a watch that starts in the past is served by a
- * 100 ms catch-up loop in etcd 3.4. A watch cancelled by etcd (say, compaction) wakes the waiter too: it reads
- * the queue again, which is always safe.
+ * A key's watch is kept across re-reads while the key stays among the nearest. Each watch starts at etcd's
+ * current revision, not at the revision of the read that found its key: etcd 3.4 serves a watch that starts in
+ * the past from a catch-up loop that runs every 100 ms, and every handoff would wait on it. What happened in
+ * between is then checked by hand: once etcd has created the watch, if its revision is past our read, we read
+ * the key (one range) and count it gone if it is missing or is a new key of the same name (another create
+ * revision). A watch cancelled by etcd (say, compaction) or a check that fails wakes the waiter too: it reads
+ * the queue again, which is always safe. So does `maxWaitMs` passing with no news (see {@link recheckMsFor}).
  */
 class NearestWatch {
   readonly #client: Etcd3;
   /** The contender's watches: teardown cancels whatever is in there. */
   readonly #scopeWatchers: Set<Watcher>;
   readonly #byKey = new Map<string, Watcher>();
-  /** The newest revision at which a watched key went since the last wait; `'any'` after a cancelled watch. */
+  /** The newest revision at which a watched key went since the last wait; `'any'` when unknown. */
   #goneAt: bigint | 'any' | undefined;
   #wake: (() => void) | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(client: Etcd3, scopeWatchers: Set<Watcher>) {
     this.#client = client;
     this.#scopeWatchers = scopeWatchers;
   }
 
-  /** Resolves once one of `keys` (the nearest, as the read at `revision` found them) goes after `revision`. */
-  async anyGone(keys: IKeyValue[], revision: string): Promise<void> {
+  /**
+   * Resolves once one of `keys` (the nearest, as the read at `revision` found them) goes after `revision`, or
+   * after `maxWaitMs` at the latest.
+   */
+  async anyGone(keys: IKeyValue[], revision: string, maxWaitMs: number): Promise<void> {
     const goneAt = this.#goneAt;
     this.#goneAt = undefined;
     // A key went after the read we are given, while we were reading: read again at once.
     if (goneAt === 'any' || (goneAt !== undefined && goneAt > BigInt(revision))) return;
-    const wanted = new Set(keys.map((kv) => kv.key.toString()));
+    const wanted = new Map(keys.map((kv) => [kv.key.toString(), kv]));
     for (const [key, watcher] of this.#byKey) if (!wanted.has(key)) this.#drop(key, watcher);
-    for (const key of wanted) if (!this.#byKey.has(key)) this.#open(key, revision);
-    await new Promise<void>((resolve) => (this.#wake = resolve));
+    for (const [key, kv] of wanted) if (!this.#byKey.has(key)) this.#open(key, kv.create_revision, revision);
+    await new Promise<void>((resolve) => {
+      this.#wake = resolve;
+      this.#timer = setTimeout(() => this.#wakeUp(), maxWaitMs);
+    });
   }
 
-  /** Cancels every watch. */
+  /** Cancels every watch and the pending wait's timer. */
   close(): void {
     for (const [key, watcher] of this.#byKey) this.#drop(key, watcher);
+    clearTimeout(this.#timer);
     this.#wake = undefined;
   }
 
-  #open(key: string, revision: string): void {
-    const watcher = this.#client
-      .watch()
-      .key(Buffer.from(key))
-      .startRevision((BigInt(revision) + 1n).toString())
-      .watcher();
+  #wakeUp(): void {
+    clearTimeout(this.#timer);
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+
+  /** Watches `key` (created at `createRevision`, as the read at `revision` found it) from now on. */
+  #open(key: string, createRevision: string, revision: string): void {
+    const watcher = this.#client.watch().key(Buffer.from(key)).watcher();
     this.#byKey.set(key, watcher);
     this.#scopeWatchers.add(watcher);
+    const ours = () => this.#byKey.get(key) === watcher;
     const gone = (at: bigint | 'any') => {
       // Events of a watch we have dropped (its key is no longer among the nearest) are old news.
-      if (this.#byKey.get(key) !== watcher) return;
+      if (!ours()) return;
       this.#drop(key, watcher);
       const before = this.#goneAt;
       this.#goneAt = before === 'any' || at === 'any' ? 'any' : before !== undefined && before > at ? before : at;
-      const wake = this.#wake;
-      this.#wake = undefined;
-      wake?.();
+      this.#wakeUp();
     };
+    /** Up to which revision we know the key was still there. */
+    let seenAt = BigInt(revision);
+    // 'connected' comes when etcd has created the watch (again, after a reconnection), with the revision it
+    // started from: the changes after `seenAt` and up to that one are read by hand.
+    watcher.on('connected', (res: { header: { revision: string } }) => {
+      const startedAt = BigInt(res.header.revision);
+      if (!ours() || startedAt <= seenAt) return;
+      txn(this.#client, { compare: [], success: [{ request_range: { key: Buffer.from(key) } }], failure: [] }).then(
+        (read) => {
+          const kv = read.responses[0]?.response_range.kvs[0];
+          if (kv?.create_revision !== createRevision) gone(BigInt(read.header.revision));
+          else if (BigInt(read.header.revision) > seenAt) seenAt = BigInt(read.header.revision);
+        },
+        () => gone('any'),
+      );
+    });
     watcher.on('delete', (kv: IKeyValue) => gone(kv.mod_revision ? BigInt(kv.mod_revision) : 'any'));
     watcher.on('error', () => gone('any'));
   }
