@@ -30,10 +30,10 @@ async function main(argv: string[]): Promise<number> {
   }
   if (invocation.kind === 'status') {
     const { status } = await import('./status.js');
-    return status(invocation.config, createLog(invocation.config.verbose));
+    return status(invocation.config, createLog(invocation.config));
   }
   const { config } = invocation;
-  const log = createLog(config.verbose);
+  const log = createLog(config);
   const problem = cannotStart(config.command, config.node, process.env);
   if (problem) {
     log.error(problem);
