@@ -1,6 +1,7 @@
 /**
  * etcdlocker's messages on stderr. run.ts and status.ts say what happened, as a {@link LogEvent}; only this file
- * decides what it looks like: errors always, the other events as text progress lines with `-v`.
+ * decides what it looks like: as text, errors always and the other events as progress lines with `-v`; or, with
+ * `--log-json`, every event as one JSON object per line (docs/cli.md, "Machine-readable log").
  */
 import type { LossReason } from '../lib/errors.js';
 
@@ -30,7 +31,7 @@ export type LogEvent =
   | { event: 'refreshed'; fencingToken: string; ttl: number }
   /** The held lock was lost; `detail` is the error that said so. */
   | { event: 'lost'; fencingToken: string; reason: LossReason; detail: string }
-  | { event: 'child-started'; pid: number; command: string[] }
+  | { event: 'child-started'; childPid: number; command: string[] }
   /** `-n`: the child answered an IPC ping. */
   | { event: 'ping-answered' }
   /**
@@ -48,6 +49,8 @@ export type LogEvent =
   | { event: 'releasing' }
   /** etcd answered the release (or there was nothing to release). */
   | { event: 'released' }
+  /** etcdlocker exits with this code, now. */
+  | { event: 'exit'; code: number }
   /** Why etcdlocker is failing, or what it had to do about it: printed with or without `-v`. */
   | { event: 'error'; message: string };
 
@@ -64,23 +67,41 @@ export interface Log {
 export interface LogOptions {
   /** `-v`: progress lines too, not only errors. */
   verbose: boolean;
+  /** `--log-json`: JSON lines, every event, instead of text (`verbose` then makes no difference). */
+  logJson?: boolean;
   /** The lock's key, as given with `-k`. */
   key: string;
 }
 
+/** What every line of `--log-json` has besides its event; no event may have fields of these names. */
+export interface Stamp {
+  /** `performance.timeOrigin + performance.now()`: ms since the epoch, monotonic within the process. */
+  at: number;
+  /** etcdlocker's PID. */
+  pid: number;
+  key: string;
+}
+
+/** One line of `--log-json`: the event and its fields, stamped. */
+export type LogRecord = LogEvent & Stamp;
+
 /**
- * A log writing text lines to stderr: `etcdlocker: <message>` for errors, `etcdlocker <seconds since start>s
- * <progress>` for the rest with `-v`.
+ * A log writing to stderr: with `logJson`, a {@link LogRecord} per event; else text lines, `etcdlocker: <message>`
+ * for errors and `etcdlocker <seconds since start>s <progress>` for the rest with `verbose`.
  *
  * @example
  * const log = createLog({ verbose: true, key: '/k' });
  * log.event({ event: 'acquired', holderKey: '/k/694d', fencingToken: '7', leaseId: '694d' });
  * // etcdlocker 0.312s holding /k/694d with fencing token 7
+ * // with logJson: {"event":"acquired","at":1764513000312.4,"pid":4242,"key":"/k","holderKey":"/k/694d",...}
  */
 export function createLog(
   options: LogOptions,
   write: (line: string) => void = (line) => process.stderr.write(line),
 ): Log {
+  if (options.logJson) {
+    return jsonLog((e) => write(`${jsonLine(e, options.key)}\n`));
+  }
   const started = performance.now();
   const stamp = () => `${((performance.now() - started) / 1000).toFixed(3)}s`;
   const event = (e: LogEvent) => {
@@ -92,6 +113,20 @@ export function createLog(
     if (text !== undefined) write(`etcdlocker ${stamp()} ${text}\n`);
   };
   return { event, error: (message) => event({ event: 'error', message }) };
+}
+
+function jsonLog(event: (e: LogEvent) => void): Log {
+  return { event, error: (message) => event({ event: 'error', message }) };
+}
+
+/**
+ * An event as its `--log-json` line (without the newline), stamped now. The type refuses an event with a field of
+ * the stamp's name, which would overwrite it.
+ */
+export function jsonLine(e: LogEvent & { [field in keyof Stamp]?: never }, key: string): string {
+  const { event, ...fields } = e;
+  // `event` first, then the stamp, then the event's own fields: the order a person reads a line in.
+  return JSON.stringify({ event, at: performance.timeOrigin + performance.now(), pid: process.pid, key, ...fields });
 }
 
 /**
@@ -128,6 +163,7 @@ export function progressText(e: Exclude<LogEvent, { event: 'error' }>, key: stri
       return 'released the lock';
     case 'lost':
     case 'releasing':
+    case 'exit':
       return undefined;
   }
 }

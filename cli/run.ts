@@ -124,7 +124,7 @@ class Run {
     });
     this.#child = child;
     const pid = child.process?.pid;
-    if (pid !== undefined) this.log.event({ event: 'child-started', pid, command: [command, ...args] });
+    if (pid !== undefined) this.log.event({ event: 'child-started', childPid: pid, command: [command, ...args] });
     void child.outcome.then((outcome) => this.#onChildEnd(outcome));
     if (node && child.process) this.#startPing(child.process);
   }
