@@ -49,7 +49,7 @@ describe('etcdlocker under faults: the child is gone before the next grant, the 
     workers: WorkerLog[];
     /** When the test saw etcd delete each key under the lock (`<key>/<lease hex>`). */
     deletedAt: Map<string, number>;
-    /** Starts `etcdlocker -v -e endpoint -k key -i name -t TTL -- node fenced-child.mjs ...` and watches it. */
+    /** Starts `etcdlocker --log-json -e endpoint -k key -i name -t TTL -- node fenced-child.mjs ...`, watching it. */
     start(name: string, endpoint: string): WorkerLog;
   }
 
@@ -76,7 +76,7 @@ describe('etcdlocker under faults: the child is gone before the next grant, the 
       deletedAt,
       start(name, endpoint) {
         const log = tmp.file(`${label}-${name}-${workers.length}.jsonl`);
-        const args = ['-v', '-e', endpoint, '-k', key, '-i', name, '-t', String(TTL), '--'];
+        const args = ['--log-json', '-e', endpoint, '-k', key, '-i', name, '-t', String(TTL), '--'];
         const worker = watchWorker(name, startLocker([...args, process.execPath, CHILD, log, fence.url, name]), log);
         workers.push(worker);
         return worker;
@@ -113,10 +113,18 @@ describe('etcdlocker under faults: the child is gone before the next grant, the 
     }
   }
 
-  /** The holder key and grant token a worker printed (`holding <key> with fencing token N`), waiting for it. */
+  /** The holder key and grant token of a worker's `acquired` record, waiting for it. */
   async function held(worker: WorkerLog, timeoutMs = 20_000): Promise<{ key: string; token: string }> {
-    const match = await worker.locker.waitForStderr(/holding (\S+) with fencing token (\d+)/, timeoutMs);
-    return { key: match[1]!, token: match[2]! };
+    const acquired = await worker.next('acquired', timeoutMs);
+    return { key: acquired.holderKey, token: acquired.fencingToken };
+  }
+
+  /** Waits until `worker` is queued behind `holder` (a `waiting` record naming it). */
+  async function waitingBehind(worker: WorkerLog, holder: string): Promise<void> {
+    await until(
+      () => worker.records().some((r) => r.event === 'waiting' && r.waitingFor?.id === holder),
+      `${worker.holder} waiting behind ${holder}`,
+    );
   }
 
   /** Resolves with the first attempt the fence logged that matches `probe`, waiting for it. */
@@ -146,7 +154,7 @@ describe('etcdlocker under faults: the child is gone before the next grant, the 
    */
   async function handOverAfterHeal(run: Run, b: WorkerLog, endpoint: string): Promise<void> {
     const c = run.start('c', endpoint);
-    await c.locker.waitForStderr(/waiting behind b /);
+    await waitingBehind(c, 'b');
     b.locker.process.kill('SIGTERM');
     assert.equal(await exitCode(b), 143, b.locker.stderr());
     const heldC = await held(c);
@@ -186,7 +194,7 @@ describe('etcdlocker under faults: the child is gone before the next grant, the 
       const heldA = await held(a);
       await fenceSaw(run.fence, (w) => w.writer === 'a' && w.verdict === 'accepted', "a's first write");
       const b = run.start('b', endpoint);
-      await b.locker.waitForStderr(/waiting behind a /);
+      await waitingBehind(b, 'a');
 
       process.kill(a.locker.pid, 'SIGSTOP');
       const stoppedAt = now();
@@ -207,7 +215,11 @@ describe('etcdlocker under faults: the child is gone before the next grant, the 
       await childrenGone(run.workers);
 
       assert.equal(codeA, 2, a.locker.stderr());
-      assert.match(a.locker.stderr(), /lost the lock \(expired\)/);
+      assert.deepEqual(
+        a.records().flatMap((r) => (r.event === 'lost' ? [r.reason] : [])),
+        ['expired'],
+        a.locker.stderr(),
+      );
       const keyDeletedAt = run.deletedAt.get(heldA.key);
       assert.ok(keyDeletedAt !== undefined, "etcd deleted a's key");
       assert.ok(stoppedAt < keyDeletedAt && keyDeletedAt < resumedAt, "a's key went while a was stopped");
@@ -276,7 +288,7 @@ describe('etcdlocker under faults: the child is gone before the next grant, the 
         const heldA = await held(a);
         await fenceSaw(run.fence, (w) => w.writer === 'a' && w.verdict === 'accepted', "a's first write");
         const b = run.start('b', etcd.endpoints[0]!);
-        await b.locker.waitForStderr(/waiting behind a /);
+        await waitingBehind(b, 'a');
 
         const faultAt = now();
         if (mode === 'pause') run.proxy.pause();
