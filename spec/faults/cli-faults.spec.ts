@@ -10,19 +10,19 @@
  * next holder got the lock) are printed as `[faults] ...` lines for docs/safety.md, never asserted.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { check, childReapedBeforeNextGrant, type HolderEvent } from '../support/checker.js';
-import { isAlive, ROOT, startLocker, tempDir } from '../support/cli.js';
+import { isAlive, ROOT, startLocker } from '../support/cli.js';
 import { etcdctl, etcdForSuite, listKeys, uniquePrefix } from '../support/etcd.js';
 import { type FenceAttempt, type FenceServer, now, startFence } from '../support/fence.js';
 import { assertNothingLeft } from '../support/locker-scope.js';
 import { until } from '../support/poll.js';
 import { startProxy, type TcpProxy } from '../support/proxy.js';
 import { watchWorker, type WorkerLog } from '../support/worker-log.js';
-import { printFigures } from './support-workers.js';
+import { faultLogDir, printFigures } from './support-workers.js';
 
 const CHILD = path.join(ROOT, 'spec/faults/fixtures/fenced-child.mjs');
 const TTL = 3;
@@ -39,7 +39,8 @@ function processState(pid: number): string {
 
 describe('etcdlocker under faults: the child is gone before the next grant, the fence stops late writers', () => {
   const etcd = etcdForSuite();
-  const tmp = tempDir('faults');
+  /** Each worker's logs: `<label>-<name>-<n>.child.jsonl` (its child's) and `.etcdlocker.jsonl` (its stderr). */
+  const tmp = faultLogDir('faults');
   after(() => tmp.remove());
 
   interface Run {
@@ -75,7 +76,7 @@ describe('etcdlocker under faults: the child is gone before the next grant, the 
       workers,
       deletedAt,
       start(name, endpoint) {
-        const log = tmp.file(`${label}-${name}-${workers.length}.jsonl`);
+        const log = tmp.file(`${label}-${name}-${workers.length}.child.jsonl`);
         const args = ['--log-json', '-e', endpoint, '-k', key, '-i', name, '-t', String(TTL), '--'];
         const worker = watchWorker(name, startLocker([...args, process.execPath, CHILD, log, fence.url, name]), log);
         workers.push(worker);
@@ -90,13 +91,14 @@ describe('etcdlocker under faults: the child is gone before the next grant, the 
     } finally {
       // Only what this test started: its etcdlockers (woken first if stopped; kill() on an exited one sends
       // nothing) and the children they started, each the leader of its own process group.
-      for (const worker of workers) {
+      for (const [n, worker] of workers.entries()) {
         worker.locker.process.kill('SIGCONT');
         worker.locker.kill();
         for (const pid of worker.childPids()) {
           if (isAlive(pid)) process.kill(-pid, 'SIGKILL');
         }
         worker.stop();
+        writeFileSync(tmp.file(`${label}-${worker.holder}-${n}.etcdlocker.jsonl`), worker.locker.stderr());
       }
       await watcher.cancel();
       proxy.resume();
