@@ -49,6 +49,8 @@ export interface Config extends Connection {
   /** `-n`: fork a Node.js child and ping it over IPC. */
   node: boolean;
   verbose: boolean;
+  /** `--log-json`: every event as a JSON line on stderr instead of `-v`'s text (see cli/log.ts). */
+  logJson: boolean;
   /** `-w`: give up acquiring after this long; 0 tries once; undefined waits as long as it takes. */
   waitMs: number | undefined;
   /** `--kill-timeout`: grace between SIGTERM and SIGKILL when the lock is lost; undefined = as long as the lease allows. */
@@ -112,6 +114,9 @@ Options (environment variable in brackets):
       --password-file file read the password from this file (one trailing newline is dropped)
                            [ETCD_LOCK_PASSWORD_FILE]
   -v, --verbose            progress on stderr
+      --log-json           every event (acquired, refreshed, lost, the command's start and end,
+                           released, exit...) as one JSON object per line on stderr, errors too,
+                           instead of -v's text; usage errors stay text [ETCD_LOCK_LOG_JSON]
       --status             show who holds the lock (-k) and who waits, with fencing tokens and lease
                            TTLs left, then exit 0 (1 if etcd cannot be read); takes no command, and
                            creates no key or lease
@@ -150,6 +155,7 @@ const SPEC = {
   '--password-file': String,
   '--node': Boolean,
   '--verbose': Boolean,
+  '--log-json': Boolean,
   '--status': Boolean,
   '--json': Boolean,
   '--help': Boolean,
@@ -233,6 +239,7 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): Invo
       refreshIntervalMs,
       node: parsed['--node'] ?? truthy(env['ETCD_CHILD_IS_NODE'], 'ETCD_CHILD_IS_NODE'),
       verbose: parsed['--verbose'] ?? false,
+      logJson: parsed['--log-json'] ?? truthy(env['ETCD_LOCK_LOG_JSON'], 'ETCD_LOCK_LOG_JSON'),
       waitMs,
       killTimeoutMs,
       limit,
@@ -251,6 +258,7 @@ const RUN_ONLY_FLAGS = {
   '--kill-timeout': '--kill-timeout',
   '--limit': '-l/--limit',
   '--node': '-n/--node',
+  '--log-json': '--log-json',
 } as const;
 
 type Flag = keyof typeof SPEC & `--${string}`;
@@ -503,7 +511,7 @@ function seconds(value: string, source: string): number {
   return Number(value);
 }
 
-/** `ETCD_CHILD_IS_NODE`: unset, empty, 0, false or no mean off; 1, true or yes mean on. */
+/** A boolean variable (`ETCD_CHILD_IS_NODE`, `ETCD_LOCK_LOG_JSON`): unset, empty, 0, false or no mean off; 1, true or yes mean on. */
 function truthy(value: string | undefined, name: string): boolean {
   if (value === undefined) return false;
   const normalized = value.trim().toLowerCase();

@@ -8,7 +8,13 @@ import { readFileSync } from 'node:fs';
 import { HELP, parseArgs, STATUS_USAGE, USAGE, UsageError } from './args.js';
 import { cannotStart } from './child.js';
 import { ExitCode } from './exit-codes.js';
-import { createLog } from './log.js';
+import { createLog, type Log } from './log.js';
+
+/**
+ * Errors only, as text, until the command line is parsed; then what it asks for (`-v`, `--log-json`). Usage errors
+ * (exit 64) are always text: they come before we know which to use.
+ */
+let log: Log = createLog({ verbose: false, key: '' });
 
 async function main(argv: string[]): Promise<number> {
   let invocation;
@@ -30,10 +36,11 @@ async function main(argv: string[]): Promise<number> {
   }
   if (invocation.kind === 'status') {
     const { status } = await import('./status.js');
-    return status(invocation.config, createLog(invocation.config.verbose));
+    log = createLog(invocation.config);
+    return status(invocation.config, log);
   }
   const { config } = invocation;
-  const log = createLog(config.verbose);
+  log = createLog(config);
   const problem = cannotStart(config.command, config.node, process.env);
   if (problem) {
     log.error(problem);
@@ -61,14 +68,15 @@ function version(): string {
 
 main(process.argv.slice(2)).then(
   (code) => {
+    log.event({ event: 'exit', code });
     // The lock is released and the client closed; etcd3 may still hold a watch-reconnect timer for a few
     // hundred ms after close, which would only delay the exit. stdout and stderr are synchronous here.
     process.exit(code);
   },
   (err: unknown) => {
-    process.stderr.write(
-      `etcdlocker: unexpected failure: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-    );
+    log.error(`unexpected failure: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    // Not process.exit(): a command that is still running keeps us alive until it ends.
+    log.event({ event: 'exit', code: ExitCode.childFailed });
     process.exitCode = ExitCode.childFailed;
   },
 );

@@ -60,7 +60,7 @@ class Run {
   ) {
     this.done = new Promise<number>((resolve) => (this.#finish = resolve));
     for (const signal of FORWARDED_SIGNALS) process.on(signal, this.#onSignal);
-    log.info(`connecting to ${describeConnection(config)} for ${JSON.stringify(config.key)} as ${config.id}`);
+    log.event({ event: 'connecting', etcd: describeConnection(config), id: config.id });
     this.#lock = lock$(client, config.key, {
       id: config.id,
       ttl: config.ttlSeconds,
@@ -82,28 +82,36 @@ class Run {
   #onState(state: LockState): void {
     switch (state.kind) {
       case 'acquiring':
-        if (state.waitingFor) {
-          this.log.info(`waiting behind ${state.waitingFor.id} (token ${state.waitingFor.fencingToken})`);
-        } else {
-          this.log.info('queued for the lock');
-        }
+        this.log.event({
+          event: 'waiting',
+          ...(state.waitingFor && { waitingFor: state.waitingFor }),
+          ...(state.ahead !== undefined && { ahead: state.ahead }),
+        });
         return;
-      case 'held':
-        this.log.info(`holding ${state.holderKey} with fencing token ${state.fencingToken}`);
-        this.#startCommand(state.fencingToken, state.holderKey);
+      case 'held': {
+        const { holderKey, fencingToken, leaseId } = state;
+        this.log.event({ event: 'acquired', holderKey, fencingToken, leaseId });
+        this.#startCommand(fencingToken, holderKey);
         return;
+      }
       case 'refreshed':
-        this.log.info(`refreshed the lease (TTL ${state.ttl} s)`);
+        this.log.event({ event: 'refreshed', fencingToken: state.fencingToken, ttl: state.ttl });
         return;
       case 'lost':
-        return; // the error that follows handles it
+        // The error that follows stops the command and says so.
+        this.log.event({
+          event: 'lost',
+          fencingToken: state.fencingToken,
+          reason: state.reason,
+          detail: describe(state.error),
+        });
+        return;
     }
   }
 
   #startCommand(fencingToken: string, holderKey: string): void {
     if (this.#exitCode !== undefined) return;
     const { command, args, key, id, node } = this.config;
-    this.log.info(`running ${[command, ...args].join(' ')}`);
     const child = startChild(command, args, {
       node,
       env: {
@@ -115,6 +123,8 @@ class Run {
       },
     });
     this.#child = child;
+    const pid = child.process?.pid;
+    if (pid !== undefined) this.log.event({ event: 'child-started', childPid: pid, command: [command, ...args] });
     void child.outcome.then((outcome) => this.#onChildEnd(outcome));
     if (node && child.process) this.#startPing(child.process);
   }
@@ -124,10 +134,10 @@ class Run {
       intervalMs: this.config.refreshIntervalMs,
       timeoutMs: this.config.ttlSeconds * 1000,
     }).subscribe({
-      next: () => this.log.info('ping answered'),
+      next: () => this.log.event({ event: 'ping-answered' }),
       error: (err: unknown) => {
         this.#end(ExitCode.pingFailed, `IPC ping failed: ${err instanceof Error ? err.message : String(err)}`);
-        void this.#stopCommand('ping failure');
+        void this.#stopCommand('ping-failed');
       },
     });
   }
@@ -137,8 +147,7 @@ class Run {
     if (outcome.kind === 'spawn-failed') {
       this.#end(ExitCode.childFailed, `could not start ${this.config.command}: ${outcome.error.message}`);
     } else {
-      const how = outcome.signal ? `was killed by ${outcome.signal}` : `exited with code ${outcome.code}`;
-      this.log.info(`the command ${how}`);
+      this.log.event({ event: 'child-exited', code: outcome.code, signal: outcome.signal });
       this.#end(outcome.signal ? signalExitCode(outcome.signal) : (outcome.code ?? ExitCode.childFailed));
     }
     // While the command is being stopped, #stopCommand finishes the job once the whole group is gone.
@@ -150,7 +159,7 @@ class Run {
     if (this.#child && !this.#child.exited) {
       const reason = err instanceof LockLostError ? err.reason : 'error';
       this.#end(ExitCode.lockLost, `lost the lock (${reason}): ${describe(err)}; stopping the command`);
-      void this.#stopCommand('lock lost');
+      void this.#stopCommand('lost');
       return;
     }
     if (this.#child) return; // the command already ended; its exit code stands
@@ -167,13 +176,17 @@ class Run {
     this.#end(signalExitCode(signal));
     const child = this.#child;
     if (!child) {
-      this.log.info(`${signal}: giving up the wait`);
+      this.log.event({ event: 'wait-cancelled', signal });
       this.#wrapUp();
       return;
     }
     if (child.exited) return;
     const again = this.#signalsSeen > 1 && (signal === 'SIGINT' || signal === 'SIGTERM');
-    this.log.info(again ? `${signal} again: killing the command` : `forwarding ${signal} to the command`);
+    this.log.event(
+      again
+        ? { event: 'child-signalled', signal: 'SIGKILL', why: 'second-signal', received: signal }
+        : { event: 'child-signalled', signal, why: 'forwarded' },
+    );
     try {
       child.signalGroup(again ? 'SIGKILL' : signal);
     } catch (err) {
@@ -182,19 +195,22 @@ class Run {
   }
 
   /** SIGTERM, SIGKILL after the grace, then release: the command is never running once we let go. */
-  async #stopCommand(why: string): Promise<void> {
+  async #stopCommand(why: 'lost' | 'ping-failed'): Promise<void> {
     const child = this.#child;
     if (!child || this.#stopping) return;
     this.#stopping = true;
     const graceMs = killGraceMs(this.config);
-    this.log.info(`${why}: SIGTERM to the command's process group, SIGKILL after ${graceMs} ms`);
+    this.log.event({ event: 'child-signalled', signal: 'SIGTERM', why, graceMs });
     try {
       const stopped = await stopChild(child, {
         graceMs,
-        onEscalate: () => this.log.error(`the command outlived SIGTERM by ${graceMs} ms: SIGKILL`),
+        onEscalate: () => {
+          this.log.event({ event: 'child-signalled', signal: 'SIGKILL', why: 'kill-timeout', graceMs });
+          this.log.error(`the command outlived SIGTERM by ${graceMs} ms: SIGKILL`);
+        },
       });
       if (!stopped) this.#end(ExitCode.childFailed, 'the command survived SIGKILL');
-      else this.log.info("the command's process group is gone");
+      else this.log.event({ event: 'child-group-gone' });
     } catch (err) {
       this.#end(ExitCode.childFailed, `could not kill the command: ${describe(err)}`);
     }
@@ -212,6 +228,8 @@ class Run {
   #wrapUp(): void {
     if (this.#wrappedUp || (this.#child && !this.#child.exited)) return;
     this.#wrappedUp = true;
+    // Before the revoke is sent: this.#childGone() lets it go (on a loss, lock$ waits for it), unsubscribing sends it.
+    this.log.event({ event: 'releasing' });
     this.#childGone();
     this.#lock?.unsubscribe();
     this.#lock = undefined;
@@ -220,7 +238,7 @@ class Run {
     void Promise.resolve()
       .then(() => this.#released)
       .then(() => {
-        this.log.info('released the lock');
+        this.log.event({ event: 'released' });
         this.#finish(this.#exitCode ?? ExitCode.childFailed);
       });
   }

@@ -13,7 +13,7 @@ export async function status(config: StatusConfig, log: Log, write = (text: stri
   hidePasswordFromProcessTitle(config);
   const client = createClient(config.endpoints, config);
   try {
-    log.info(`reading ${JSON.stringify(config.key)} from ${describeConnection(config)}`);
+    log.event({ event: 'reading', etcd: describeConnection(config) });
     const queue = await holders(client, config.key);
     write(config.json ? statusJson(config.key, queue) : statusTable(config.key, queue));
     return 0;

@@ -10,19 +10,19 @@
  * next holder got the lock) are printed as `[faults] ...` lines for docs/safety.md, never asserted.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { check, childReapedBeforeNextGrant, type HolderEvent } from '../support/checker.js';
-import { isAlive, ROOT, startLocker, tempDir } from '../support/cli.js';
+import { isAlive, ROOT, startLocker } from '../support/cli.js';
 import { etcdctl, etcdForSuite, listKeys, uniquePrefix } from '../support/etcd.js';
 import { type FenceAttempt, type FenceServer, now, startFence } from '../support/fence.js';
 import { assertNothingLeft } from '../support/locker-scope.js';
 import { until } from '../support/poll.js';
 import { startProxy, type TcpProxy } from '../support/proxy.js';
 import { watchWorker, type WorkerLog } from '../support/worker-log.js';
-import { printFigures } from './support-workers.js';
+import { faultLogDir, printFigures } from './support-workers.js';
 
 const CHILD = path.join(ROOT, 'spec/faults/fixtures/fenced-child.mjs');
 const TTL = 3;
@@ -39,7 +39,8 @@ function processState(pid: number): string {
 
 describe('etcdlocker under faults: the child is gone before the next grant, the fence stops late writers', () => {
   const etcd = etcdForSuite();
-  const tmp = tempDir('faults');
+  /** Each worker's logs: `<label>-<name>-<n>.child.jsonl` (its child's) and `.etcdlocker.jsonl` (its stderr). */
+  const tmp = faultLogDir('faults');
   after(() => tmp.remove());
 
   interface Run {
@@ -49,7 +50,7 @@ describe('etcdlocker under faults: the child is gone before the next grant, the 
     workers: WorkerLog[];
     /** When the test saw etcd delete each key under the lock (`<key>/<lease hex>`). */
     deletedAt: Map<string, number>;
-    /** Starts `etcdlocker -v -e endpoint -k key -i name -t TTL -- node fenced-child.mjs ...` and watches it. */
+    /** Starts `etcdlocker --log-json -e endpoint -k key -i name -t TTL -- node fenced-child.mjs ...`, watching it. */
     start(name: string, endpoint: string): WorkerLog;
   }
 
@@ -75,8 +76,8 @@ describe('etcdlocker under faults: the child is gone before the next grant, the 
       workers,
       deletedAt,
       start(name, endpoint) {
-        const log = tmp.file(`${label}-${name}-${workers.length}.jsonl`);
-        const args = ['-v', '-e', endpoint, '-k', key, '-i', name, '-t', String(TTL), '--'];
+        const log = tmp.file(`${label}-${name}-${workers.length}.child.jsonl`);
+        const args = ['--log-json', '-e', endpoint, '-k', key, '-i', name, '-t', String(TTL), '--'];
         const worker = watchWorker(name, startLocker([...args, process.execPath, CHILD, log, fence.url, name]), log);
         workers.push(worker);
         return worker;
@@ -90,13 +91,14 @@ describe('etcdlocker under faults: the child is gone before the next grant, the 
     } finally {
       // Only what this test started: its etcdlockers (woken first if stopped; kill() on an exited one sends
       // nothing) and the children they started, each the leader of its own process group.
-      for (const worker of workers) {
+      for (const [n, worker] of workers.entries()) {
         worker.locker.process.kill('SIGCONT');
         worker.locker.kill();
         for (const pid of worker.childPids()) {
           if (isAlive(pid)) process.kill(-pid, 'SIGKILL');
         }
         worker.stop();
+        writeFileSync(tmp.file(`${label}-${worker.holder}-${n}.etcdlocker.jsonl`), worker.locker.stderr());
       }
       await watcher.cancel();
       proxy.resume();
@@ -113,10 +115,18 @@ describe('etcdlocker under faults: the child is gone before the next grant, the 
     }
   }
 
-  /** The holder key and grant token a worker printed (`holding <key> with fencing token N`), waiting for it. */
+  /** The holder key and grant token of a worker's `acquired` record, waiting for it. */
   async function held(worker: WorkerLog, timeoutMs = 20_000): Promise<{ key: string; token: string }> {
-    const match = await worker.locker.waitForStderr(/holding (\S+) with fencing token (\d+)/, timeoutMs);
-    return { key: match[1]!, token: match[2]! };
+    const acquired = await worker.next('acquired', timeoutMs);
+    return { key: acquired.holderKey, token: acquired.fencingToken };
+  }
+
+  /** Waits until `worker` is queued behind `holder` (a `waiting` record naming it). */
+  async function waitingBehind(worker: WorkerLog, holder: string): Promise<void> {
+    await until(
+      () => worker.records().some((r) => r.event === 'waiting' && r.waitingFor?.id === holder),
+      `${worker.holder} waiting behind ${holder}`,
+    );
   }
 
   /** Resolves with the first attempt the fence logged that matches `probe`, waiting for it. */
@@ -146,7 +156,7 @@ describe('etcdlocker under faults: the child is gone before the next grant, the 
    */
   async function handOverAfterHeal(run: Run, b: WorkerLog, endpoint: string): Promise<void> {
     const c = run.start('c', endpoint);
-    await c.locker.waitForStderr(/waiting behind b /);
+    await waitingBehind(c, 'b');
     b.locker.process.kill('SIGTERM');
     assert.equal(await exitCode(b), 143, b.locker.stderr());
     const heldC = await held(c);
@@ -186,7 +196,7 @@ describe('etcdlocker under faults: the child is gone before the next grant, the 
       const heldA = await held(a);
       await fenceSaw(run.fence, (w) => w.writer === 'a' && w.verdict === 'accepted', "a's first write");
       const b = run.start('b', endpoint);
-      await b.locker.waitForStderr(/waiting behind a /);
+      await waitingBehind(b, 'a');
 
       process.kill(a.locker.pid, 'SIGSTOP');
       const stoppedAt = now();
@@ -207,7 +217,11 @@ describe('etcdlocker under faults: the child is gone before the next grant, the 
       await childrenGone(run.workers);
 
       assert.equal(codeA, 2, a.locker.stderr());
-      assert.match(a.locker.stderr(), /lost the lock \(expired\)/);
+      assert.deepEqual(
+        a.records().flatMap((r) => (r.event === 'lost' ? [r.reason] : [])),
+        ['expired'],
+        a.locker.stderr(),
+      );
       const keyDeletedAt = run.deletedAt.get(heldA.key);
       assert.ok(keyDeletedAt !== undefined, "etcd deleted a's key");
       assert.ok(stoppedAt < keyDeletedAt && keyDeletedAt < resumedAt, "a's key went while a was stopped");
@@ -276,7 +290,7 @@ describe('etcdlocker under faults: the child is gone before the next grant, the 
         const heldA = await held(a);
         await fenceSaw(run.fence, (w) => w.writer === 'a' && w.verdict === 'accepted', "a's first write");
         const b = run.start('b', etcd.endpoints[0]!);
-        await b.locker.waitForStderr(/waiting behind a /);
+        await waitingBehind(b, 'a');
 
         const faultAt = now();
         if (mode === 'pause') run.proxy.pause();

@@ -76,18 +76,19 @@ describe(
         }
         await run.stopWorkers();
 
+        const events = run.loggedEvents();
         const writes = run.fence.log();
         printFigures({
           ...figures({
             fault,
             client: clientKind,
             ttlSeconds: TTL,
-            events: run.events,
+            events,
             deletedAt: run.deletedAt,
             ...outcome,
           }),
           ...outcome.detail,
-          holdersRevokedAtResume: staleLeaderRevocations(run.events, outcome),
+          holdersRevokedAtResume: staleLeaderRevocations(events, outcome),
           errors: errorCounts(run.workers),
           writesAccepted: writes.filter((w) => w.verdict === 'accepted').length,
           writesRejected: writes.filter((w) => w.verdict === 'rejected').length,
@@ -101,12 +102,12 @@ describe(
         );
         // Every grant ended: the workers released (or lost) everything before they stopped.
         assert.deepEqual(
-          grants(run.events).filter((g) => g.endedBy === undefined),
+          grants(events).filter((g) => g.endedBy === undefined),
           [],
         );
         // Nothing left behind, once any lease whose revoke a fault swallowed has run out.
         assert.deepEqual(await run.keysLeft(HEAL_WITHIN_MS), []);
-        return { events: [...run.events], outcome, deletedAt: new Map(run.deletedAt) };
+        return { events, outcome, deletedAt: new Map(run.deletedAt) };
       } finally {
         await run.stop();
       }
@@ -189,13 +190,14 @@ describe(
           assert.ok(await waitFor(() => run.events.some(released), 10_000), 'the stale holder finishes');
           await run.stopWorkers();
 
+          const events = run.loggedEvents();
           const writes = run.fence.log();
           printFigures({
             ...figures({
               fault: 'negative-control',
               client: clientKind,
               ttlSeconds: TTL,
-              events: run.events,
+              events,
               deletedAt: run.deletedAt,
               ...outcome,
               holderAtFault: stale,
@@ -206,7 +208,7 @@ describe(
           // The library did tell the holder: the worker ignored it.
           const staleWorker = run.workers.find((w) => w.name === stale.holder);
           assert.ok(staleWorker && staleWorker.ignoredLosses > 0, `the library reported the loss to ${stale.holder}`);
-          const violations = check({ events: run.events, writes });
+          const violations = check({ events, writes });
           const about = (property: Violation['property']) =>
             violations.filter((v) => v.property === property && v.message.includes(`token ${stale.token}`));
           assert.ok(about('no-overlap').length > 0, `an overlap with ${stale.holder}'s grant is reported`);

@@ -217,6 +217,7 @@ export async function startIsolatedWorker(options: IsolatedWorkerOptions): Promi
       fenceUrl: `http://${fenceForwarder.endpoint}`,
       key: options.key,
       ttl: options.ttl,
+      logFile: options.logFile,
       clientKind: options.clientKind,
       ignoreLoss: options.ignoreLoss ?? false,
     };

@@ -21,6 +21,8 @@ import {
 
 /** What the child is told: where etcd and the fence are as seen from its namespace, and the worker's settings. */
 export type IsolatedWorkerConfig = Pick<WorkerOptions, 'name' | 'key' | 'ttl' | 'fenceUrl'> & {
+  /** Its {@link WorkerOptions.logFile}: the namespace has a network of its own, not a file system. */
+  logFile: string;
   endpoints: string[];
   clientKind: ClientKind;
   ignoreLoss: boolean;
@@ -56,6 +58,7 @@ function main(): void {
     ttl: config.ttl,
     fenceUrl: config.fenceUrl,
     ignoreLoss: config.ignoreLoss,
+    logFile: config.logFile,
     record: (event) => void send({ type: 'event', event }),
     onChange: () => {
       if (started) status();

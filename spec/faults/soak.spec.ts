@@ -94,6 +94,7 @@ describe(
           await sleep(Math.max(0, start + SOAK_SECONDS * 1000 - now()));
           await run.stopWorkers();
 
+          const events = run.loggedEvents();
           const writes = run.fence.log();
           done.forEach(({ fault, outcome }, i) => {
             const until = done[i + 1]?.outcome.faultAt ?? Infinity;
@@ -102,12 +103,12 @@ describe(
                 fault,
                 client: clientKind,
                 ttlSeconds: TTL,
-                events: run.events.filter((e) => e.at < until),
+                events: events.filter((e) => e.at < until),
                 deletedAt: run.deletedAt,
                 ...outcome,
               }),
               ...outcome.detail,
-              holdersRevokedAtResume: staleLeaderRevocations(run.events, outcome),
+              holdersRevokedAtResume: staleLeaderRevocations(events, outcome),
               soakStep: i + 1,
             });
           });
@@ -116,8 +117,8 @@ describe(
             seed: SEED,
             seconds: SOAK_SECONDS,
             faults: done.map((d) => `${d.fault}${d.outcome.holderAtFault ? ' (held)' : ''}`).join(', '),
-            grants: run.events.filter((e) => e.kind === 'acquired').length,
-            losses: run.events.filter((e) => e.kind === 'lost').length,
+            grants: events.filter((e) => e.kind === 'acquired').length,
+            losses: events.filter((e) => e.kind === 'lost').length,
             writesAccepted: writes.filter((w) => w.verdict === 'accepted').length,
             writesRejected: writes.filter((w) => w.verdict === 'rejected').length,
             errors: errorCounts(run.workers),
@@ -131,7 +132,7 @@ describe(
               done.map((d) => d.outcome),
             ),
             ...done.flatMap(({ fault, outcome }, i) =>
-              heldAgainAfterHeal(run.events, outcome.healedAt, HEAL_WITHIN_MS).map((v) => ({
+              heldAgainAfterHeal(events, outcome.healedAt, HEAL_WITHIN_MS).map((v) => ({
                 ...v,
                 message: `after fault ${i + 1} (${fault}): ${v.message}`,
               })),

@@ -14,7 +14,9 @@ import {
   type ClientKind,
   holdDetail,
   type HoldMode,
+  faultLogDir,
   makeClient,
+  readWorkerLog,
   startWorker,
   waitFor,
   type Worker,
@@ -40,8 +42,15 @@ export interface FaultRun {
   readonly cluster: EtcdCluster;
   readonly fence: FenceServer;
   readonly key: string;
-  /** Every worker's events, in the order they reached this process (the checker sorts by time). */
+  /** Every worker's events, in the order they reached this process (the checker sorts by time): for waiting on. */
   readonly events: HolderEvent[];
+  /** Where each worker logs its events as JSON lines, `<name>.jsonl` ({@link readWorkerLog}). */
+  readonly logDir: string;
+  /**
+   * Every worker's events read back from its log file, what the checks run on. Call once the workers have stopped:
+   * it asserts that the files hold as many events as {@link events}.
+   */
+  loggedEvents(): HolderEvent[];
   /** All workers, the isolated one (if any) last. */
   readonly workers: Worker[];
   readonly isolated: IsolatedWorker | undefined;
@@ -68,6 +77,8 @@ export async function startRun(options: RunOptions): Promise<FaultRun> {
   const events: HolderEvent[] = [];
   const deletedAt = new Map<string, number>();
   const key = `${uniquePrefix(options.label)}/lock`;
+  const logs = faultLogDir(options.label);
+  const logFile = (name: string) => logs.file(`${name}.jsonl`);
 
   let watcher: Watcher | undefined;
   let workersStopped: Promise<void> | undefined;
@@ -91,6 +102,7 @@ export async function startRun(options: RunOptions): Promise<FaultRun> {
       } finally {
         await fence?.close();
         await cluster.stop();
+        logs.remove();
       }
     })());
 
@@ -117,6 +129,7 @@ export async function startRun(options: RunOptions): Promise<FaultRun> {
           ttl: options.ttl,
           fenceUrl: fence.url,
           record,
+          logFile: logFile(`w${i}`),
           ...(options.random && { random: options.random }),
           ...(options.ignoreLoss && { ignoreLoss: true }),
         }),
@@ -131,6 +144,7 @@ export async function startRun(options: RunOptions): Promise<FaultRun> {
         ttl: options.ttl,
         clientKind: options.clientKind,
         record,
+        logFile: logFile('iso'),
         ...(options.ignoreLoss && { ignoreLoss: true }),
       });
       workers.push(isolated);
@@ -146,6 +160,12 @@ export async function startRun(options: RunOptions): Promise<FaultRun> {
     fence: theFence,
     key,
     events,
+    logDir: logs.dir,
+    loggedEvents: () => {
+      const logged = workers.flatMap((worker) => readWorkerLog(logFile(worker.name)));
+      assert.equal(logged.length, events.length, `the workers' log files in ${logs.dir} hold every event`);
+      return logged;
+    },
     workers,
     isolated,
     deletedAt,
@@ -395,8 +415,9 @@ export function violationsToFailOn(
   outcomes: readonly FaultOutcome[],
   heal?: RunLog['heal'],
 ): Violation[] {
-  const violations = check({ events: run.events, writes: run.fence.log(), ...(heal && { heal }) });
-  const { explained, rest } = splitStaleLeaderRevocations(violations, run.events, outcomes);
+  const events = run.loggedEvents();
+  const violations = check({ events, writes: run.fence.log(), ...(heal && { heal }) });
+  const { explained, rest } = splitStaleLeaderRevocations(violations, events, outcomes);
   for (const v of explained) {
     console.log(
       `[faults] ${label} overlap explained by etcd-io/etcd#15247 (a stale leader revoked a live lease): ${v.message}`,

@@ -3,12 +3,14 @@
  *
  * A worker is one contender in a loop: subscribe `lock$`, and once held make a fenced write with its token every
  * 100 ms, release, queue again. It logs {@link HolderEvent}s on the clock the fence and the checker share
- * ({@link now}). It never looks at etcd itself: what it logs is what the library told it.
+ * ({@link now}), to the run and as JSON lines to a file of its own ({@link readWorkerLog}). It never looks at etcd
+ * itself: what it logs is what the library told it.
  *
  * How long it holds is the run's to say ({@link Worker.hold}): `short` (300-500 ms, so that the workers trade the
  * lock often) or `long` (until told `short` again), so that a fault can be made to hit a holder in the middle of
  * its work, which is when loss detection matters.
  */
+import { appendFileSync, readFileSync } from 'node:fs';
 import { Etcd3 } from 'etcd3';
 import type { Subscription } from 'rxjs';
 import { createClient } from '../../cli/client.js';
@@ -16,6 +18,7 @@ import { isLockError } from '../../lib/errors.js';
 import { lock$ } from '../../lib/lock-stream.js';
 import { lossMarginMs } from '../../lib/options.js';
 import { grants, type HolderEvent } from '../support/checker.js';
+import { tempDir } from '../support/cli.js';
 import { fenceWrite, now } from '../support/fence.js';
 
 /**
@@ -62,6 +65,8 @@ export interface WorkerOptions {
   fenceUrl: string;
   /** Receives each event, in the order the worker saw them (the run appends them to its shared log). */
   record: (event: HolderEvent) => void;
+  /** Also appends each event to this file, a JSON line each, before `record` gets it: see {@link readWorkerLog}. */
+  logFile?: string;
   /** A seeded random source in [0, 1) for hold times and pauses; Math.random by default. */
   random?: () => number;
   /**
@@ -92,8 +97,14 @@ export function startWorker(options: WorkerOptions): Worker {
   let wake: (() => void) | undefined;
   let lastState = 'between';
 
-  const log = (kind: HolderEvent['kind'], token: string, detail?: string) =>
-    record({ kind, at: now(), holder: name, token, ...(detail !== undefined && { detail }) });
+  const { logFile } = options;
+  // From the start, so that a worker that never logged has an empty log rather than none.
+  if (logFile !== undefined) appendFileSync(logFile, '');
+  const log = (kind: HolderEvent['kind'], token: string, detail?: string) => {
+    const event: HolderEvent = { kind, at: now(), holder: name, token, ...(detail !== undefined && { detail }) };
+    if (logFile !== undefined) appendFileSync(logFile, `${JSON.stringify(event)}\n`);
+    record(event);
+  };
   const setState = (state: string) => {
     lastState = state;
     changed();
@@ -230,6 +241,28 @@ export function startWorker(options: WorkerOptions): Worker {
       await Promise.all(releases);
     },
   };
+}
+
+/**
+ * The events of a worker's log file ({@link WorkerOptions.logFile}), in the order it wrote them; a torn last line
+ * (a worker killed mid-write) is left out.
+ * @throws Error when the file does not exist: the worker was never started with it
+ */
+export function readWorkerLog(file: string): HolderEvent[] {
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .slice(0, -1)
+    .map((line) => JSON.parse(line) as HolderEvent);
+}
+
+/**
+ * A temporary directory for a fault run's JSON-lines logs, removed by `remove()` unless `FAULTS_KEEP_LOGS` is set:
+ * then `remove()` prints where it is, for a post-mortem.
+ */
+export function faultLogDir(label: string): ReturnType<typeof tempDir> {
+  const dir = tempDir(label);
+  if (!process.env['FAULTS_KEEP_LOGS']) return dir;
+  return { ...dir, remove: () => console.log(`[faults] ${label}: logs kept in ${dir.dir}`) };
 }
 
 /** The errors of several workers, added up by code. */

@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import type { LogRecord } from '../../cli/log.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const ETCDLOCKER = path.join(ROOT, 'dist/cli/etcdlocker.js');
@@ -108,6 +109,28 @@ export function startLocker(args: readonly string[], env: NodeJS.ProcessEnv = {}
 /** Runs `etcdlocker ...args` to the end. */
 export function runLocker(args: readonly string[], env?: NodeJS.ProcessEnv, timeoutMs?: number): Promise<LockerResult> {
   return startLocker(args, env).result(timeoutMs);
+}
+
+/**
+ * The `--log-json` records in etcdlocker's stderr so far: every whole line that is a JSON object with an `event`.
+ * Other lines (the command's own stderr, which is etcdlocker's) and a last line not yet ended are skipped.
+ *
+ * @example
+ * logRecords(locker.stderr()).find((r) => r.event === 'acquired');
+ */
+export function logRecords(stderr: string): LogRecord[] {
+  return stderr
+    .split('\n')
+    .slice(0, -1)
+    .flatMap((line) => {
+      if (!line.startsWith('{')) return [];
+      try {
+        const record = JSON.parse(line) as Partial<LogRecord> | null;
+        return record && typeof record.event === 'string' ? [record as LogRecord] : [];
+      } catch {
+        return [];
+      }
+    });
 }
 
 /** True while a process with this PID runs. A zombie (dead, not yet reaped by its parent) counts as dead. */

@@ -1,44 +1,35 @@
 /**
- * Turns what an etcdlocker worker run produces into the checker's {@link HolderEvent}s.
+ * Turns what an etcdlocker worker run leaves behind into the checker's {@link HolderEvent}s.
  *
- * A worker is an etcdlocker started with `-v` whose command is `spec/faults/fixtures/fenced-child.mjs` (or any
- * child that logs the same JSON lines to a file). Three sources, one clock: every `at` is
- * `performance.timeOrigin + performance.now()` (milliseconds since the epoch, as `now()` in fence.ts), read in the
- * process named below. etcdlocker's own `-v` stamps are relative to its start, so they are not used.
+ * A worker is an etcdlocker started with `--log-json` whose command is `spec/faults/fixtures/fenced-child.mjs` (or
+ * any child that logs the same JSON lines to a file). Every `at` is `performance.timeOrigin + performance.now()`
+ * (milliseconds since the epoch, as `now()` in fence.ts), read in the process that saw the thing happen:
  *
- * | event           | source                                                  | clock read by | bound        |
- * | --------------- | ------------------------------------------------------- | ------------- | ------------ |
- * | `acquired`      | stderr `holding <key> with fencing token N`             | the test      | after (late) |
- * | `lost`          | stderr `etcdlocker: lost the lock (reason): ...`        | the test      | after (late) |
- * | `child-killed`  | stderr `...SIGTERM to the command's process group...`   | the test      | after (late) |
- * |                 | or `the command outlived SIGTERM ...: SIGKILL`          |               |              |
- * | `released`      | once `released the lock` comes: the stderr line before  | the test      | after (late) |
- * |                 | the revoke (`the command exited ...`, `... was killed   |               | (see below)  |
- * |                 | by ...` or `the command's process group is gone`)       |               |              |
- * | `child-started` | the child's `started` line (its PID, `ETCD_LOCK_REV`)   | the child     | exact        |
- * | `child-reaped`  | the test polling {@link isAlive} on that PID (a zombie  | the test      | after, by at |
- * |                 | counts as dead), every `pollMs`                         |               | most pollMs  |
- * | `lost` (etcd)   | `etcdEndedAt`: when the test saw etcd delete the key of | the test      | after (late) |
- * |                 | a holder it paused (see {@link WorkerLog.events})       |               |              |
+ * | event           | source                                                                    | clock of   |
+ * | --------------- | ------------------------------------------------------------------------- | ---------- |
+ * | `acquired`      | etcdlocker's `acquired` record                                            | etcdlocker |
+ * | `lost`          | its `lost` record (detail: the reason)                                    | etcdlocker |
+ * | `child-killed`  | its `child-signalled` records of a stop (`lost`, `ping-failed`, `kill-timeout`) | etcdlocker |
+ * | `released`      | its `releasing` record, once `released` has come (see below)              | etcdlocker |
+ * | `child-started` | the child's `started` line (its PID, `ETCD_LOCK_REV`)                     | the child  |
+ * | `child-reaped`  | the test polling {@link isAlive} on that PID every `pollMs` (a zombie is dead) | the test |
+ * | `lost` (etcd)   | `etcdEndedAt`: when the test saw etcd delete the key of a holder it paused | the test   |
  *
- * Stderr lines are stamped when they reach the test process (a pipe away), so every stamp of the test is an upper
- * bound: an `acquired` is logged a little late (lenient for no-overlap by a pipe's latency), a loss or a reaping
- * a little late too (strict for no-overlap and child-reaped-before-next-grant). Writes are judged by the fence's
- * own log, not by these events. An `etcdEndedAt` is read off the same watch event that wakes the next waiter,
- * which then needs a round trip to etcd (it re-reads the queue) before it prints `holding`: a margin of a few ms
- * only (7 to 15 ms in the runs of spec/faults/cli-faults.spec.ts), but one that load stretches on both sides.
+ * So a stamp comes a little after the fact: an `acquired` after etcd's grant (lenient for no-overlap by that
+ * latency), a `lost` after etcd ended the grant, a reaping up to `pollMs` late (strict for no-overlap and for
+ * child-reaped-before-next-grant). Writes are judged by the fence's own log, not by these events. An `etcdEndedAt`
+ * is read off the same watch event that wakes the next waiter, which needs a round trip to etcd before it logs
+ * `acquired`: a margin of a few ms, which load stretches on both sides.
  *
- * A release is the exception, because `released the lock` is printed once etcd has answered the revoke: etcd
- * grants the next waiter as soon as it applies the revoke, and that waiter's `holding` line can reach the test
- * first (it did in spec/faults/cli-faults.spec.ts, where `c` takes over from `b`), a false overlap. So a release
- * is stamped by the line etcdlocker prints when its command is over, right before it sends the revoke (cli/run.ts:
- * the wrap-up revokes in the same turn). That line is written before the next holder can be granted, so it is
- * read first; a next grant that came before it would be a real overlap, and is still caught. The `released` event
- * itself comes only with `released the lock`: a run that never printed it has not released.
+ * A release is stamped when etcdlocker is about to send the revoke (`releasing`), not when etcd has answered it
+ * (`released`): etcd grants the next waiter as soon as it applies the revoke, so the next holder can stamp its
+ * `acquired` before this one stamps `released`, a false overlap. A grant before `releasing` is a real overlap, and
+ * is still caught. A run that never logged `released` has not released, whatever it logged before.
  */
 import { readFileSync } from 'node:fs';
+import type { LogEventName, LogRecord } from '../../cli/log.js';
 import type { HolderEvent } from './checker.js';
-import { isAlive, type LockerProcess } from './cli.js';
+import { isAlive, type LockerProcess, logRecords } from './cli.js';
 import { now } from './fence.js';
 
 /** One line of the child's JSON log (see spec/faults/fixtures/fenced-child.mjs). */
@@ -54,12 +45,6 @@ export interface ChildLine {
   verdict?: 'accepted' | 'rejected' | 'invalid' | 'unreachable';
 }
 
-/** One stderr line of etcdlocker, stamped when the test read it. */
-export interface StampedLine {
-  at: number;
-  text: string;
-}
-
 /** A child's death as the test saw it. */
 export interface ChildDeath {
   pid: number;
@@ -67,44 +52,37 @@ export interface ChildDeath {
 }
 
 /**
- * The pure part: a worker's stamped stderr, its child's log and the deaths the test saw, as checker events, in
- * time order. All events after a `holding ... with fencing token N` line belong to grant N (one etcdlocker run
- * holds at most once).
+ * The pure part: a worker's `--log-json` records, its child's log and the deaths the test saw, as checker events,
+ * in time order. All events after the `acquired` record belong to that grant (one etcdlocker run holds at most
+ * once).
  *
  * @example
- * toHolderEvents('a', [{ at: 5, text: 'etcdlocker 0.1s holding /k/1 with fencing token 7' }], [], []);
+ * toHolderEvents('a', [{ event: 'acquired', at: 5, pid: 9, key: '/k', holderKey: '/k/1', fencingToken: '7', leaseId: '1' }], [], []);
  * // [{ kind: 'acquired', holder: 'a', token: '7', at: 5 }]
  */
 export function toHolderEvents(
   holder: string,
-  lines: readonly StampedLine[],
+  records: readonly LogRecord[],
   childLines: readonly ChildLine[],
   deaths: readonly ChildDeath[],
 ): HolderEvent[] {
   const events: HolderEvent[] = [];
   let token: string | undefined;
-  /** When etcdlocker last said its command was over: it sends the revoke right after. */
-  let commandOverAt: number | undefined;
-  for (const { at, text } of lines) {
-    const message = text.replace(/^etcdlocker(?::| [\d.]+s) /, '');
-    const holding = /^holding \S+ with fencing token (\d+)$/.exec(message);
-    if (holding) {
-      token = holding[1]!;
+  /** When etcdlocker was about to send the revoke. */
+  let releasingAt: number | undefined;
+  for (const record of records) {
+    const { at } = record;
+    if (record.event === 'acquired') {
+      token = record.fencingToken;
       events.push({ kind: 'acquired', holder, token, at });
       continue;
     }
     if (token === undefined) continue;
-    const lost = /^lost the lock \(([^)]*)\)/.exec(message);
-    if (lost) events.push({ kind: 'lost', holder, token, at, detail: lost[1]! });
-    else if (/SIGTERM to the command's process group/.test(message)) {
-      events.push({ kind: 'child-killed', holder, token, at, detail: 'SIGTERM' });
-    } else if (/^the command outlived SIGTERM/.test(message)) {
-      events.push({ kind: 'child-killed', holder, token, at, detail: 'SIGKILL' });
-    } else if (/^the command (exited with code|was killed by) |^the command's process group is gone$/.test(message)) {
-      commandOverAt = at;
-    } else if (message === 'released the lock') {
-      events.push({ kind: 'released', holder, token, at: commandOverAt ?? at });
-    }
+    if (record.event === 'lost') events.push({ kind: 'lost', holder, token, at, detail: record.reason });
+    else if (record.event === 'child-signalled' && record.why !== 'forwarded' && record.why !== 'second-signal') {
+      events.push({ kind: 'child-killed', holder, token, at, detail: record.signal });
+    } else if (record.event === 'releasing') releasingAt = at;
+    else if (record.event === 'released') events.push({ kind: 'released', holder, token, at: releasingAt ?? at });
   }
   for (const line of childLines) {
     if (line.kind !== 'started' || line.pid === undefined) continue;
@@ -134,8 +112,10 @@ export function readChildLog(file: string): ChildLine[] {
 export interface WorkerLog {
   readonly holder: string;
   readonly locker: LockerProcess;
-  /** etcdlocker's stderr so far, line by line, stamped on arrival. */
-  lines(): StampedLine[];
+  /** etcdlocker's `--log-json` records so far (its own: lines of another PID, or not JSON, are left out). */
+  records(): LogRecord[];
+  /** Waits for etcdlocker's first record of `event`, and returns it. */
+  next<E extends LogEventName>(event: E, timeoutMs?: number): Promise<Extract<LogRecord, { event: E }>>;
   /** The child's log so far. */
   childLines(): ChildLine[];
   /** The PIDs of the children that logged `started` (only these may be signalled by a test's cleanup). */
@@ -153,28 +133,16 @@ export interface WorkerLog {
 }
 
 /**
- * Starts watching a worker: stamps its stderr lines as they arrive and polls its child log and its children's
- * PIDs every `pollMs`. Call right after `startLocker` so no line is missed (startLocker buffers from spawn, and
- * this reads that buffer first).
+ * Starts watching a worker: polls its child log and its children's PIDs every `pollMs`; etcdlocker's records are
+ * read from its stderr when asked for.
  *
  * @example
- * const a = watchWorker('a', startLocker(['-v', '-e', ep, '-k', key, '--', process.execPath, CHILD, log, url, 'a']), log);
+ * const a = watchWorker('a', startLocker(['--log-json', '-e', ep, '-k', key, '--', process.execPath, CHILD, log, url, 'a']), log);
  * try { ... } finally { a.stop(); }
  * check({ events: [...a.events(), ...b.events()], writes: fence.log() });
  */
 export function watchWorker(holder: string, locker: LockerProcess, childLogFile: string, pollMs = 5): WorkerLog {
-  const lines: StampedLine[] = [];
-  let partial = '';
-  const take = (chunk: string) => {
-    const at = now();
-    const parts = (partial + chunk).split('\n');
-    partial = parts.pop()!;
-    for (const text of parts) lines.push({ at, text });
-  };
-  take(locker.stderr());
-  const stream = locker.process.stderr;
-  stream?.on('data', take);
-
+  const records = () => logRecords(locker.stderr()).filter((r) => r.pid === locker.pid);
   let childLines: ChildLine[] = [];
   const deaths: ChildDeath[] = [];
   const poll = () => {
@@ -191,12 +159,19 @@ export function watchWorker(holder: string, locker: LockerProcess, childLogFile:
   return {
     holder,
     locker,
-    lines: () => [...lines],
+    records,
+    async next(event, timeoutMs = 20_000) {
+      type Found = Extract<LogRecord, { event: typeof event }>;
+      await locker.waitForStderr(new RegExp(`"event":"${event}"[^\\n]*\\n`), timeoutMs);
+      const found = records().find((r): r is Found => r.event === event);
+      if (!found) throw new Error(`no ${event} record of etcdlocker ${locker.pid}:\n${locker.stderr()}`);
+      return found;
+    },
     childLines: () => [...childLines],
     childPids: () => childLines.filter((l) => l.kind === 'started' && l.pid !== undefined).map((l) => l.pid!),
     deaths: () => [...deaths],
     events(options = {}) {
-      const events = toHolderEvents(holder, lines, childLines, deaths);
+      const events = toHolderEvents(holder, records(), childLines, deaths);
       const acquired = events.find((e) => e.kind === 'acquired');
       if (options.etcdEndedAt !== undefined && acquired) {
         events.push({
@@ -215,7 +190,6 @@ export function watchWorker(holder: string, locker: LockerProcess, childLogFile:
       stopped = true;
       poll();
       clearInterval(timer);
-      stream?.off('data', take);
     },
   };
 }

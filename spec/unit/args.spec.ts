@@ -37,6 +37,26 @@ describe('etcdlocker arguments', () => {
     usageError(['--status', '-l', '2', '-k', 'k'], {}, /-l\/--limit/);
   });
 
+  it('--log-json / ETCD_LOCK_LOG_JSON: off by default, a boolean variable like ETCD_CHILD_IS_NODE; refused with --status', () => {
+    assert.equal(config(['-k', 'k', 'true']).logJson, false);
+    assert.equal(config(['--log-json', '-k', 'k', 'true']).logJson, true);
+    assert.equal(config(['-k', 'k', 'true'], { ETCD_LOCK_LOG_JSON: 'yes' }).logJson, true);
+    assert.equal(config(['-k', 'k', 'true'], { ETCD_LOCK_LOG_JSON: '0' }).logJson, false);
+    assert.equal(
+      config(['--log-json', '-k', 'k', 'true'], { ETCD_LOCK_LOG_JSON: 'no' }).logJson,
+      true,
+      'the flag wins',
+    );
+    usageError(
+      ['-k', 'k', 'true'],
+      { ETCD_LOCK_LOG_JSON: 'maybe' },
+      /ETCD_LOCK_LOG_JSON must be 1\/true\/yes or 0\/false\/no, got "maybe"/,
+    );
+    usageError(['--status', '--log-json', '-k', 'k'], {}, /--status takes no --log-json/);
+    // --status ignores the run's variables, this one too.
+    assert.equal(parseArgs(['--status', '-k', 'k'], { ETCD_LOCK_LOG_JSON: 'maybe' }).kind, 'status');
+  });
+
   it('fills in the 1.x defaults: localhost:2379, host name, TTL 60, refresh TTL/2, wait forever', () => {
     const c = config(['-k', '/jobs/a', 'true']);
     assert.deepEqual(c.endpoints, ['http://localhost:2379']);

@@ -1,60 +1,73 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { after, describe, it } from 'node:test';
-import { tempDir } from '../support/cli.js';
-import { type ChildLine, readChildLog, toHolderEvents } from '../support/worker-log.js';
+import type { LogEvent, LogRecord } from '../../cli/log.js';
+import { type LockerProcess, tempDir } from '../support/cli.js';
+import { type ChildLine, readChildLog, toHolderEvents, watchWorker } from '../support/worker-log.js';
 
-/** etcdlocker's `-v` stderr, one line a millisecond from `at`: progress lines stamped, errors not. */
-const stderr = (at: number, ...texts: string[]) =>
-  texts.map((text, i) => ({
-    at: at + i,
-    text: text.startsWith(':') ? `etcdlocker${text}` : `etcdlocker 0.123s ${text}`,
-  }));
+/** etcdlocker's `--log-json` records of `events`, one a millisecond from `at`. */
+const records = (at: number, ...events: LogEvent[]): LogRecord[] =>
+  events.map((event, i) => ({ ...event, at: at + i, pid: 9, key: '/k' }));
+
+const acquired = (fencingToken: string): LogEvent => ({
+  event: 'acquired',
+  holderKey: '/k/694d8a1b2c3d',
+  fencingToken,
+  leaseId: '694d8a1b2c3d',
+});
 
 describe('toHolderEvents', () => {
-  it('turns a run that released into acquired, child-started, child-reaped, released', () => {
-    const lines = stderr(
+  it('turns a run that released into acquired, child-started, released, child-reaped, on their own stamps', () => {
+    const log = records(
       10,
-      'connecting to 127.0.0.1:2379 for "/k" as a',
-      'holding /k/694d8a1b2c3d with fencing token 7',
-      'running node child.mjs',
-      'refreshed the lease (TTL 3 s)',
-      'forwarding SIGTERM to the command',
-      'the command exited with code 143',
-      'released the lock',
+      { event: 'connecting', etcd: 'http://127.0.0.1:2379', id: 'a' },
+      { event: 'waiting' },
+      acquired('7'),
+      { event: 'child-started', childPid: 4242, command: ['node', 'child.mjs'] },
+      { event: 'refreshed', fencingToken: '7', ttl: 3 },
+      { event: 'child-signalled', signal: 'SIGTERM', why: 'forwarded' },
+      { event: 'child-exited', code: 143, signal: null },
+      { event: 'releasing' },
+      { event: 'released' },
+      { event: 'exit', code: 143 },
     );
     const child: ChildLine[] = [
       { kind: 'started', at: 12.5, token: '7', pid: 4242 },
       { kind: 'write', at: 13, token: '7', verdict: 'accepted' },
-      { kind: 'sigterm', at: 14.5, token: '7' },
+      { kind: 'sigterm', at: 15.5, token: '7' },
     ];
-    assert.deepEqual(toHolderEvents('a', lines, child, [{ pid: 4242, at: 15.5 }]), [
-      { kind: 'acquired', holder: 'a', token: '7', at: 11 },
+    assert.deepEqual(toHolderEvents('a', log, child, [{ pid: 4242, at: 16.5 }]), [
+      { kind: 'acquired', holder: 'a', token: '7', at: 12 },
       { kind: 'child-started', holder: 'a', token: '7', at: 12.5, detail: 'pid 4242' },
-      { kind: 'released', holder: 'a', token: '7', at: 15 },
-      { kind: 'child-reaped', holder: 'a', token: '7', at: 15.5, detail: 'pid 4242' },
+      { kind: 'child-reaped', holder: 'a', token: '7', at: 16.5, detail: 'pid 4242' },
+      { kind: 'released', holder: 'a', token: '7', at: 17 },
     ]);
   });
 
-  it('stamps a release when the command was over (the revoke follows), not when etcd answered it', () => {
-    const lines = stderr(0, 'holding /k/1 with fencing token 7', 'the command exited with code 0');
-    lines.push({ at: 50, text: 'etcdlocker 0.200s released the lock' });
+  it('stamps a release when etcdlocker was about to send the revoke (releasing), not when etcd answered it', () => {
+    const log = records(0, acquired('7'), { event: 'child-exited', code: 0, signal: null }, { event: 'releasing' });
+    log.push({ event: 'released', at: 50, pid: 9, key: '/k' });
     assert.deepEqual(
-      toHolderEvents('a', lines, [], []).map((e) => [e.kind, e.at]),
+      toHolderEvents('a', log, [], []).map((e) => [e.kind, e.at]),
       [
         ['acquired', 0],
-        ['released', 1],
+        ['released', 2],
       ],
     );
   });
 
-  it('has no release until `released the lock`, and stamps it on arrival when nothing said the command was over', () => {
-    const over = stderr(0, 'holding /k/1 with fencing token 7', 'the command was killed by SIGKILL');
+  it('has no release until `released`; one without `releasing` is stamped at its own time', () => {
+    const releasing = records(
+      0,
+      acquired('7'),
+      { event: 'child-exited', code: 0, signal: null },
+      { event: 'releasing' },
+    );
     assert.deepEqual(
-      toHolderEvents('a', over, [], []).map((e) => e.kind),
+      toHolderEvents('a', releasing, [], []).map((e) => e.kind),
       ['acquired'],
     );
-    const bare = stderr(0, 'holding /k/1 with fencing token 7', 'released the lock');
+    const bare = records(0, acquired('7'), { event: 'released' });
     assert.deepEqual(
       toHolderEvents('a', bare, [], []).map((e) => [e.kind, e.at]),
       [
@@ -64,39 +77,84 @@ describe('toHolderEvents', () => {
     );
   });
 
-  it('turns a loss into lost, child-killed (SIGTERM, then SIGKILL), and the release after the group is gone', () => {
-    const lines = stderr(
+  it('turns a loss into lost (the reason), child-killed (SIGTERM, then SIGKILL), and the release once the group is gone', () => {
+    const log = records(
       0,
-      'holding /k/1 with fencing token 9',
-      ': lost the lock (expired): Lost the lock "/k" (expired): lease 1: no answer [ETCDLOCK_LOST]; stopping the command',
-      "lock lost: SIGTERM to the command's process group, SIGKILL after 562 ms",
-      ': the command outlived SIGTERM by 562 ms: SIGKILL',
-      'the command was killed by SIGKILL',
-      "the command's process group is gone",
-      'released the lock',
+      acquired('9'),
+      { event: 'lost', fencingToken: '9', reason: 'expired', detail: 'Lost the lock "/k" (expired) [ETCDLOCK_LOST]' },
+      { event: 'error', message: 'lost the lock (expired): ...; stopping the command' },
+      { event: 'child-signalled', signal: 'SIGTERM', why: 'lost', graceMs: 562 },
+      { event: 'child-signalled', signal: 'SIGKILL', why: 'kill-timeout', graceMs: 562 },
+      { event: 'error', message: 'the command outlived SIGTERM by 562 ms: SIGKILL' },
+      { event: 'child-exited', code: null, signal: 'SIGKILL' },
+      { event: 'child-group-gone' },
+      { event: 'releasing' },
+      { event: 'released' },
+      { event: 'exit', code: 2 },
     );
     assert.deepEqual(
-      toHolderEvents('a', lines, [], []).map((e) => [e.kind, e.at, e.detail]),
+      toHolderEvents('a', log, [], []).map((e) => [e.kind, e.at, e.detail]),
       [
         ['acquired', 0, undefined],
         ['lost', 1, 'expired'],
-        ['child-killed', 2, 'SIGTERM'],
-        ['child-killed', 3, 'SIGKILL'],
-        ['released', 5, undefined],
+        ['child-killed', 3, 'SIGTERM'],
+        ['child-killed', 4, 'SIGKILL'],
+        ['released', 8, undefined],
+      ],
+    );
+  });
+
+  it('a failed ping stops the command too; a forwarded signal or a second one is not a stop', () => {
+    const log = records(
+      0,
+      acquired('7'),
+      { event: 'child-signalled', signal: 'SIGINT', why: 'forwarded' },
+      { event: 'child-signalled', signal: 'SIGKILL', why: 'second-signal', received: 'SIGINT' },
+      { event: 'child-signalled', signal: 'SIGTERM', why: 'ping-failed', graceMs: 100 },
+    );
+    assert.deepEqual(
+      toHolderEvents('a', log, [], []).map((e) => [e.kind, e.at, e.detail]),
+      [
+        ['acquired', 0, undefined],
+        ['child-killed', 3, 'SIGTERM'],
       ],
     );
   });
 
   it('ignores what comes before the lock is held (a waiter gave up), and a child that was never seen dead', () => {
-    const lines = stderr(0, 'waiting behind b (token 5)', 'SIGTERM: giving up the wait', 'released the lock');
-    assert.deepEqual(toHolderEvents('a', lines, [], []), []);
+    const gaveUp = records(
+      0,
+      { event: 'waiting', waitingFor: { id: 'b', fencingToken: '5' }, ahead: 1 },
+      { event: 'wait-cancelled', signal: 'SIGTERM' },
+      { event: 'releasing' },
+      { event: 'released' },
+    );
+    assert.deepEqual(toHolderEvents('a', gaveUp, [], []), []);
     const child: ChildLine[] = [{ kind: 'started', at: 3, token: '7', pid: 1 }];
     assert.deepEqual(
-      toHolderEvents('a', stderr(0, 'holding /k/1 with fencing token 7'), child, [{ pid: 2, at: 9 }]).map(
-        (e) => e.kind,
-      ),
+      toHolderEvents('a', records(0, acquired('7')), child, [{ pid: 2, at: 9 }]).map((e) => e.kind),
       ['acquired', 'child-started'],
     );
+  });
+});
+
+describe('watchWorker', () => {
+  it("reads etcdlocker's own records from its stderr: not the child's JSON or text, not a line still being written", () => {
+    const own = records(0, acquired('7'))[0]!;
+    const stderr = [
+      JSON.stringify(own),
+      'a line of text from the command',
+      JSON.stringify({ ...own, pid: 10 }),
+      JSON.stringify({ event: 'released', at: 5, pid: 9, key: '/k' }).slice(0, 20),
+    ].join('\n');
+    const locker = { pid: 9, stderr: () => stderr } as unknown as LockerProcess;
+    const worker = watchWorker('a', locker, '/nonexistent/child.jsonl');
+    try {
+      assert.deepEqual(worker.records(), [own]);
+      assert.deepEqual(worker.events(), [{ kind: 'acquired', holder: 'a', token: '7', at: 0 }]);
+    } finally {
+      worker.stop();
+    }
   });
 });
 
