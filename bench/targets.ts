@@ -23,8 +23,6 @@ export const SUBJECTS = {
   baton: 'floor (baton)',
 } as const;
 
-const SCALE_SESSION_PREFIX = 'etcd-lock 2 protocol';
-
 function check(target: string, measured: string, met: boolean | undefined): TargetCheck {
   return { target, measured, met };
 }
@@ -96,8 +94,8 @@ export function checkTargets(run: TopologyResults): TargetCheck[] {
       );
     }
   }
-  for (const row of run.scale.filter((entry) => entry.locks === 10_000)) {
-    const name = row.name.startsWith(SCALE_SESSION_PREFIX) ? SUBJECTS.session : SUBJECTS.ours;
+  for (const row of run.scale.filter((entry) => entry.locks === 10_000 && entry.target)) {
+    const name = row.short;
     const ok = row.failures === 0 && !row.timedOut;
     checks.push(
       check(
