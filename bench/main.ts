@@ -113,8 +113,13 @@ const results: BenchResults = {
     .join('')}npm run bench`,
   runs: [],
 };
+/** The parts measured on the 3-member cluster too; scale and CLI run on the single node only. */
+const CLUSTER_SECTIONS = ['floor', 'uncontended', 'contended'] as const;
 for (const topology of ['single', 'cluster'] as const) {
-  if (config.topologies.has(topology)) results.runs.push(await measureTopology(topology));
+  if (!config.topologies.has(topology)) continue;
+  // BENCH_ONLY=scale would otherwise start (and wait for) a cluster it never uses.
+  if (topology === 'cluster' && !CLUSTER_SECTIONS.some((section) => config.sections.has(section))) continue;
+  results.runs.push(await measureTopology(topology));
 }
 results.machine.loadAfter = os.loadavg();
 
