@@ -7,7 +7,7 @@
  */
 import { Etcd3 } from 'etcd3';
 import { filter, firstValueFrom } from 'rxjs';
-import { createLocker } from '../../lib/locker.js';
+import { createLocker } from '../built-lib.js';
 import { type Contender, type LockKind, TTL_SECONDS } from './kind.js';
 
 /** A lock key `a/b/c` is lock `c` of the locker named `a/b`: the same key, and holder keys `a/b/c/<lease>`. */

@@ -7,8 +7,8 @@
  * transactions and shared watch save when one session holds thousands of locks.
  */
 import { Etcd3 } from 'etcd3';
-import { contend$ } from '../../lib/mutex.js';
-import { type Lease, session$ } from '../../lib/session.js';
+import type { Lease } from '../../lib/session.js';
+import { contend$, session$ } from '../built-lib.js';
 import { untilReady } from '../until-ready.js';
 import { TTL_SECONDS } from './kind.js';
 
