@@ -18,7 +18,7 @@ import { etcdLockV1 } from './locks/etcd-lock-v1.js';
 import { facade } from './locks/facade.js';
 import { floorTxnDelete } from './locks/floor.js';
 import { lockStream } from './locks/lock-stream.js';
-import { sessionMutex } from './locks/session-mutex.js';
+import { locker } from './locks/locker.js';
 import { describeMachine } from './machine.js';
 import { CHART_FILE, renderChart, renderReport } from './report.js';
 import { type BenchResults, emptyResults, type TopologyResults } from './results.js';
@@ -27,8 +27,8 @@ import { startServers } from './servers.js';
 import { measureStartup } from './startup.js';
 import { measureUncontended } from './uncontended.js';
 
-const UNCONTENDED = [floorTxnDelete, sessionMutex, lockStream, facade, etcd3Lock, etcdLockV1];
-const CONTENDED = [sessionMutex, lockStream, etcd3Lock, etcdLockV1];
+const UNCONTENDED = [floorTxnDelete, locker, lockStream, facade, etcd3Lock, etcdLockV1];
+const CONTENDED = [locker, lockStream, etcd3Lock, etcdLockV1];
 
 const config = readConfig();
 const progress = (message: string) => process.stderr.write(`bench: ${message}\n`);
@@ -113,8 +113,13 @@ const results: BenchResults = {
     .join('')}npm run bench`,
   runs: [],
 };
+/** The parts measured on the 3-member cluster too; scale and CLI run on the single node only. */
+const CLUSTER_SECTIONS = ['floor', 'uncontended', 'contended'] as const;
 for (const topology of ['single', 'cluster'] as const) {
-  if (config.topologies.has(topology)) results.runs.push(await measureTopology(topology));
+  if (!config.topologies.has(topology)) continue;
+  // BENCH_ONLY=scale would otherwise start (and wait for) a cluster it never uses.
+  if (topology === 'cluster' && !CLUSTER_SECTIONS.some((section) => config.sections.has(section))) continue;
+  results.runs.push(await measureTopology(topology));
 }
 results.machine.loadAfter = os.loadavg();
 

@@ -2,19 +2,21 @@
  * Part 4, scale: one process acquiring N distinct free locks at once on one client, holding them while
  * etcd counts the keepalives it receives, then releasing them all.
  *
- * `lock$` has no shared session yet, so its row is N locks, N leases. The session row is lib's protocol on one
- * lease (`session$` + `contend$`), which is what issue 6's Locker will offer: when it lands, add a row that takes
- * the N locks through it (see locks/session-mutex.ts for the same hook).
+ * The rows: `lock$` N times (N leases: `lock$` takes no shared session); the Locker (`createLocker`, issue 6),
+ * which holds all N on one lease, released once with a `release(id)` per lock and once with one `close()`; and,
+ * for comparison, lib's key protocol on one lease without the Locker (`session$` + `contend$` per lock: a txn
+ * and an etcd3 watch each), which is what the Locker's batched transactions and shared watch are for.
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Etcd3 } from 'etcd3';
+import type { Subscription } from 'rxjs';
 import { timedOut } from './deadline.js';
 import { acquireOnLease, openSession } from './locks/session-mutex.js';
-import { lock$ } from '../lib/lock-stream.js';
-import { isHeld } from '../lib/state.js';
+import { createLocker, isHeld, lock$ } from './built-lib.js';
+import type { Locker } from '../lib/locker.js';
 import { memoryNow } from './memory.js';
 import { forEachLimited } from './pool.js';
 import { grpcCounts } from './metrics.js';
@@ -25,10 +27,16 @@ export const SCALE_TTL_SECONDS = 10;
 
 export interface ScaleRow {
   name: string;
+  /** The row's name in the targets. */
+  short: string;
+  /** Whether issue 5's scale targets are checked against this row (not for the comparison row). */
+  target: boolean;
   locks: number;
-  /** From asking for all N to holding all N. */
+  /** From asking for all N (the lease grant included, for the rows that share one) to holding all N. */
   acquireMs: number;
+  /** From letting go of all N to etcd having deleted every key and revoked the lease(s). */
   releaseMs: number;
+  /** Heap in use plus external memory, after a full GC, holding all N minus just before asking (client connected). */
   heapAddedMb: number;
   rssAddedMb: number;
   memoryCollected: boolean;
@@ -43,13 +51,15 @@ export interface ScaleRow {
 /** One way of holding N locks: acquire them all, then release them all. */
 interface Holding {
   acquireAll(): Promise<void>;
+  /** Resolves once etcd has deleted every key (and revoked the lease, where the holding has one of its own). */
   releaseAll(): Promise<void>;
 }
 
-/** Acquisitions in flight at once (see pool.ts for why not all N). */
+/** Acquisitions in flight at once for the rows that send one request per lock (see pool.ts for why not all N). */
 export const SCALE_IN_FLIGHT = 256;
 
-function lockStreamHolding(client: Etcd3, keys: string[], fail: () => void): Holding {
+function lockStreamHolding(client: Etcd3, prefix: string, locks: number, fail: () => void): Holding {
+  const keys = Array.from({ length: locks }, (_, i) => `${prefix}/${i}`);
   const releases: (() => Promise<void>)[] = [];
   return {
     acquireAll: () =>
@@ -74,7 +84,43 @@ function lockStreamHolding(client: Etcd3, keys: string[], fail: () => void): Hol
   };
 }
 
-function sessionHolding(client: Etcd3, keys: string[], fail: () => void): Holding {
+/**
+ * The Locker: `lock(id)` for every id at once, as docs/locker.md advises (it batches them itself, 64 per
+ * transaction, at most 4 transactions in flight, so no pool here). `by: 'release'` lets go with one
+ * `release(id)` per lock, all at once, then closes the locker (its lease is revoked with no keys left);
+ * `by: 'close'` lets go of all of them with `close()` alone, one lease revoke.
+ */
+function lockerHolding(by: 'release' | 'close') {
+  return (client: Etcd3, prefix: string, locks: number, fail: () => void): Holding => {
+    let locker: Locker | undefined;
+    let lost: Subscription | undefined;
+    const held: string[] = [];
+    return {
+      acquireAll: async () => {
+        // Created here, not before: its lease grant and watch count towards the acquisition, as openSession does.
+        locker = createLocker(client, { name: prefix, holderId: 'scale', ttl: SCALE_TTL_SECONDS });
+        lost = locker.lost$.subscribe(() => fail());
+        await Promise.all(
+          Array.from({ length: locks }, (_, i) =>
+            locker!.lock(i).then(
+              (grant) => void held.push(grant.lockId),
+              () => fail(),
+            ),
+          ),
+        );
+      },
+      releaseAll: async () => {
+        if (by === 'release') await Promise.all(held.map((id) => locker!.release(id).catch(fail)));
+        lost?.unsubscribe();
+        await locker?.close();
+      },
+    };
+  };
+}
+
+/** lib's protocol on one lease without the Locker: a `contend$` per lock, each with its own txns and watch. */
+function rawSessionHolding(client: Etcd3, prefix: string, locks: number, fail: () => void): Holding {
+  const keys = Array.from({ length: locks }, (_, i) => `${prefix}/${i}`);
   let session: Awaited<ReturnType<typeof openSession>> | undefined;
   const releases: (() => Promise<void>)[] = [];
   return {
@@ -93,9 +139,32 @@ function sessionHolding(client: Etcd3, keys: string[], fail: () => void): Holdin
   };
 }
 
+/** `short` names the row in the targets; `target: false` rows are there for comparison only. */
 export const SCALE_VARIANTS = [
-  { name: 'etcd-lock 2 `lock$` x N on one client (N leases)', make: lockStreamHolding },
-  { name: 'etcd-lock 2 protocol, N locks on one session (`session$` + `contend$`)', make: sessionHolding },
+  {
+    name: 'etcd-lock 2 `lock$` x N on one client (N leases)',
+    short: 'lock$',
+    target: true,
+    make: lockStreamHolding,
+  },
+  {
+    name: 'etcd-lock 2 `createLocker`: `lock(id)` x N, let go by `release(id)` x N',
+    short: 'locker',
+    target: true,
+    make: lockerHolding('release'),
+  },
+  {
+    name: 'etcd-lock 2 `createLocker`: `lock(id)` x N, let go by one `close()`',
+    short: 'locker, close()',
+    target: true,
+    make: lockerHolding('close'),
+  },
+  {
+    name: 'for comparison, without the Locker: N `contend$` on one `session$` (a txn and a watch per lock)',
+    short: 'raw session',
+    target: false,
+    make: rawSessionHolding,
+  },
 ] as const;
 
 export interface ScalePlan {
@@ -117,8 +186,9 @@ export async function runScale(
   const client = new Etcd3({ hosts: endpoints });
   let failures = 0;
   try {
-    const keys = Array.from({ length: locks }, (_, i) => `${prefix}/${i}`);
-    const holding = variant.make(client, keys, () => failures++);
+    const holding = variant.make(client, prefix, locks, () => failures++);
+    // Connect first: the channel to etcd (and the code that loads with it) is the client's cost, not the locks'.
+    await client.get(`${prefix}/warm-up`).string();
     const baseline = await grpcCounts(endpoints);
     const before = await memoryNow();
     const start = performance.now();
@@ -136,6 +206,8 @@ export async function runScale(
     const open = (c: typeof baseline) => c.keepaliveStreamsStarted - c.keepaliveStreamsHandled;
     return {
       name: variant.name,
+      short: variant.short,
+      target: variant.target,
       locks,
       acquireMs,
       releaseMs,

@@ -17,13 +17,11 @@ export interface TargetCheck {
 export const SUBJECTS = {
   floor: 'floor',
   ours: 'lock$',
-  session: 'session',
+  locker: 'locker',
   etcd3: 'etcd3 Lock',
   v1: 'etcd-lock 1.1.0',
   baton: 'floor (baton)',
 } as const;
-
-const SCALE_SESSION_PREFIX = 'etcd-lock 2 protocol';
 
 function check(target: string, measured: string, met: boolean | undefined): TargetCheck {
   return { target, measured, met };
@@ -33,7 +31,7 @@ export function checkTargets(run: TopologyResults): TargetCheck[] {
   const checks: TargetCheck[] = [];
   const p50 = (short: string) => run.uncontended.find((row) => row.kind.short === short)?.latency.p50 ?? Number.NaN;
   if (run.uncontended.length > 0) {
-    for (const short of [SUBJECTS.ours, SUBJECTS.session]) {
+    for (const short of [SUBJECTS.ours, SUBJECTS.locker]) {
       const ours = p50(short);
       checks.push(
         check(
@@ -56,7 +54,7 @@ export function checkTargets(run: TopologyResults): TargetCheck[] {
   }
   const at = (k: number, short: string): ContendedRow | undefined =>
     run.contended.find((entry) => entry.k === k)?.rows.find((row) => row.short === short);
-  for (const short of [SUBJECTS.ours, SUBJECTS.session]) {
+  for (const short of [SUBJECTS.ours, SUBJECTS.locker]) {
     for (const k of [2, 8]) {
       const ours = at(k, short);
       const floor = at(k, SUBJECTS.baton);
@@ -96,8 +94,8 @@ export function checkTargets(run: TopologyResults): TargetCheck[] {
       );
     }
   }
-  for (const row of run.scale.filter((entry) => entry.locks === 10_000)) {
-    const name = row.name.startsWith(SCALE_SESSION_PREFIX) ? SUBJECTS.session : SUBJECTS.ours;
+  for (const row of run.scale.filter((entry) => entry.locks === 10_000 && entry.target)) {
+    const name = row.short;
     const ok = row.failures === 0 && !row.timedOut;
     checks.push(
       check(

@@ -1,6 +1,6 @@
 /** This project's 1.x facade, `Lock`: one object per contender, `lock()` and `unlock()` again and again. */
 import { Etcd3 } from 'etcd3';
-import { Lock } from '../../lib/facade.js';
+import { Lock } from '../built-lib.js';
 import { type Contender, type LockKind, TTL_SECONDS } from './kind.js';
 
 export const facade: LockKind = {

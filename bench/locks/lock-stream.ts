@@ -1,7 +1,6 @@
 /** This project's `lock$`, as it is today: each acquisition is a subscription with a lease of its own. */
 import { Etcd3 } from 'etcd3';
-import { lock$ } from '../../lib/lock-stream.js';
-import { isHeld } from '../../lib/state.js';
+import { isHeld, lock$ } from '../built-lib.js';
 import { untilReady } from '../until-ready.js';
 import { type Contender, type LockKind, TTL_SECONDS } from './kind.js';
 

@@ -1,16 +1,16 @@
 /**
- * This project's key protocol on one long-lived session per contender: lib's `session$` (a lease, kept alive)
- * and `contend$` (enqueue, wait for the predecessor, release by a guarded delete), wired together here because
- * `lock$` does not take a shared session yet.
- *
- * Hook for issue 6: when the Locker ("many locks on one session") lands, open a Locker here and take each lock
- * through it; the rows keep their meaning (same protocol, one lease per contender).
+ * This project's key protocol on one lease, wired by hand: lib's `session$` (a lease, kept alive) and
+ * `contend$` (enqueue, wait for the predecessor, release by a guarded delete) with the plain etcd3 client, so
+ * one transaction and one etcd3 watch per lock. Before issue 6's Locker existed this was the benchmark's
+ * "long-lived session" contender; the Locker (locks/locker.ts) has replaced it in the uncontended and
+ * contended rows. It stays only for scale.ts's comparison row, which shows what the Locker's batched
+ * transactions and shared watch save when one session holds thousands of locks.
  */
 import { Etcd3 } from 'etcd3';
-import { contend$ } from '../../lib/mutex.js';
-import { type Lease, session$ } from '../../lib/session.js';
+import type { Lease } from '../../lib/session.js';
+import { contend$, session$ } from '../built-lib.js';
 import { untilReady } from '../until-ready.js';
-import { type Contender, type LockKind, TTL_SECONDS } from './kind.js';
+import { TTL_SECONDS } from './kind.js';
 
 /** A long-lived lease for `client`, kept alive until the subscription ends. */
 export async function openSession(
@@ -51,20 +51,3 @@ export async function acquireOnLease(
     await released;
   };
 }
-
-export const sessionMutex: LockKind = {
-  name: 'etcd-lock 2 protocol on a long-lived session (`session$` + `contend$`)',
-  short: 'session',
-  open: async ({ endpoints, key, id, onLateError }): Promise<Contender> => {
-    const client = new Etcd3({ hosts: endpoints });
-    const session = await openSession(client, key, onLateError);
-    return {
-      acquire: () => acquireOnLease(client, key, id, session.lease, onLateError),
-      close: async () => {
-        session.stop();
-        await session.released();
-        client.close();
-      },
-    };
-  },
-};
