@@ -211,7 +211,12 @@ class KeepAliveChannel {
     this.current = undefined;
     this.pending = undefined;
     void stream?.then(
-      (s) => s.cancel(),
+      (s) => {
+        // Ended first: etcd3 reports an error of a stream still open for writing as its host's failure, and
+        // resets every channel to that host (failing the lease revoke that follows a release).
+        s.end();
+        s.cancel();
+      },
       () => undefined,
     );
   }
