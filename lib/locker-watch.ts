@@ -120,8 +120,13 @@ export class SharedWatch {
     let watches = this.#byKey.get(keyWatch.key);
     if (!watches) this.#byKey.set(keyWatch.key, (watches = new Set()));
     watches.add(keyWatch);
-    for (const change of this.#recent) {
-      if (change.key === keyWatch.key && change.revision >= from) keyWatch.deliver(change.type, change.kv);
+    // #recent is in revision order: only its tail, from `from` on, can concern this watch (scanning all of it at
+    // every attach made taking 10,000 locks O(10,000 x RECENT_CHANGES)).
+    const recent = this.#recent;
+    let first = recent.length;
+    while (first > 0 && recent[first - 1]!.revision >= from) first--;
+    for (const change of recent.slice(first)) {
+      if (change.key === keyWatch.key) keyWatch.deliver(change.type, change.kv);
     }
   }
 
@@ -186,7 +191,8 @@ type KeyWatchEvent = 'connected' | 'put' | 'delete' | 'error';
  * returns, as `contend$` attaches them, get events replayed at registration too.
  */
 class KeyWatch {
-  readonly #handlers = new Map<string, Handler[]>();
+  /** Event, handler, event, handler, ...: one small array, not a Map of arrays (thousands are alive at once). */
+  readonly #handlers: (KeyWatchEvent | Handler)[] = [];
   #cancelled = false;
 
   constructor(
@@ -196,9 +202,7 @@ class KeyWatch {
   ) {}
 
   on(event: KeyWatchEvent, handler: Handler): this {
-    const handlers = this.#handlers.get(event);
-    if (handlers) handlers.push(handler);
-    else this.#handlers.set(event, [handler]);
+    this.#handlers.push(event, handler);
     return this;
   }
 
@@ -211,7 +215,8 @@ class KeyWatch {
   deliver(event: KeyWatchEvent, arg: unknown): void {
     queueMicrotask(() => {
       if (this.#cancelled) return;
-      for (const handler of this.#handlers.get(event) ?? []) handler(arg);
+      const handlers = this.#handlers;
+      for (let i = 0; i < handlers.length; i += 2) if (handlers[i] === event) (handlers[i + 1] as Handler)(arg);
     });
   }
 }
@@ -224,10 +229,13 @@ class KeyWatch {
  * does an unreachable etcd.)
  */
 export function sessionClient(batcher: TxnBatcher, watch: SharedWatch, ended: () => boolean): Etcd3 {
+  // One error for every refused transaction: closing a locker that holds 10,000 locks refuses 10,000 releases,
+  // and a stack trace for each took ~90 ms of a ~450 ms close().
+  let endedError: Error | undefined;
   const view = {
     kv: {
       txn: (...args: Parameters<Etcd3['kv']['txn']>) =>
-        ended() ? Promise.reject(new Error('the session has ended')) : batcher.txn(...args),
+        ended() ? Promise.reject((endedError ??= new Error('the session has ended'))) : batcher.txn(...args),
     },
     watch: () => watch.watch(),
   };

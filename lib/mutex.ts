@@ -129,9 +129,15 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
     const limit = options.limit ?? 1;
     const recheckMs = options.recheckMs ?? recheckMsFor(contender.lease);
     const enqueued = enqueue(client, contender, limit);
+    // What the teardown needs of the enqueue: our ticket, not the whole first view of the queue (its head's
+    // key-value holds Buffers sliced from the response), which thousands of held locks would keep.
+    const ticket = enqueued.then(
+      (view) => view.ticket,
+      () => undefined,
+    );
     const nearest = new NearestWatch(client, watchers);
-    const run = async () => {
-      let view = await enqueued;
+    const run = async (first: Promise<QueueView>) => {
+      let view = await first;
       if (stopped) return;
       watchOwnership(client, contender, view.ticket, view.revision, scope);
       let told = '';
@@ -155,7 +161,7 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
       }
       subscriber.next({ kind: 'acquired', ticket: view.ticket });
     };
-    run().catch(scope.fail);
+    run(enqueued).catch(scope.fail);
 
     return () => {
       stopped = true;
@@ -164,10 +170,7 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
       for (const watcher of watchers) void watcher.cancel().catch(() => undefined);
       watchers.clear();
       if (options.deleteOnRelease) {
-        const released = enqueued.then(
-          (view) => release(client, view.ticket),
-          () => undefined,
-        );
+        const released = ticket.then((own) => own && release(client, own));
         options.onRelease?.(released);
       }
     };
