@@ -1,0 +1,77 @@
+/**
+ * Loads etcdlocker's core bundle (dist/cli/etcdlocker-core.cjs: the lock, etcd3, gRPC, protobufjs and rxjs) with a
+ * V8 code cache, so that V8 deserializes its compiled functions instead of parsing and compiling 1 MB of
+ * JavaScript on every start. Bundled into dist/cli/etcdlocker.js by scripts/build-cli.mjs, which also writes the
+ * cache (etcdlocker-core.cjs.cache) with {@link writeCodeCache}.
+ *
+ * The cache only fits the V8 that wrote it, with the same flags. V8 checks that itself and rejects a cache that does
+ * not fit (another Node.js version, a different V8 flag, a cache of another build of the file): then the source is
+ * compiled as usual, only a little slower, and a missing or unreadable cache file is the same as none. Nothing
+ * is ever written at run time.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { Script } from 'node:vm';
+
+/** Node's CommonJS wrapper, on the file's first line so that stack traces keep the file's line numbers. */
+const wrap = (source: string) => `(function (exports, require, module, __filename, __dirname) {${source}\n})`;
+
+type Wrapper = (exports: unknown, require: NodeJS.Require, module: { exports: unknown }, ...paths: string[]) => void;
+
+function compile(file: string, cachedData: Buffer | undefined): { script: Script; exports: unknown } {
+  const script = new Script(wrap(readFileSync(file, 'utf8')), { filename: file, ...(cachedData && { cachedData }) });
+  const module = { exports: {} as unknown };
+  (script.runInThisContext() as Wrapper)(module.exports, createRequire(file), module, file, path.dirname(file));
+  return { script, exports: module.exports };
+}
+
+/** The cache of `file`: the same name with `.cache` added. */
+const cacheOf = (file: string) => `${file}.cache`;
+
+let loaded: unknown;
+
+/**
+ * The core's exports, loading it on the first call.
+ *
+ * @example
+ * const { run } = loadCore(fileURLToPath(new URL('./etcdlocker-core.cjs', import.meta.url))) as typeof import('../../cli/run.js');
+ */
+export function loadCore(file: string): unknown {
+  if (loaded === undefined) {
+    let cachedData: Buffer | undefined;
+    try {
+      cachedData = readFileSync(cacheOf(file));
+    } catch {
+      // no cache (a build without one, or a file removed): compile from the source
+    }
+    loaded = compile(file, cachedData).exports;
+  }
+  return loaded;
+}
+
+/**
+ * Writes the code cache of `file` after loading it, so that the cache holds every function its modules ran while
+ * loading, not only the top level.
+ *
+ * @example
+ * writeCodeCache('dist/cli/etcdlocker-core.cjs'); // writes dist/cli/etcdlocker-core.cjs.cache
+ */
+export function writeCodeCache(file: string): void {
+  writeFileSync(cacheOf(file), compile(file, undefined).script.createCachedData());
+}
+
+/**
+ * Whether V8 takes the cache that {@link writeCodeCache} wrote. Ask in another process than the one that wrote it:
+ * there V8 finds the script in its own compilation cache and never looks at the file.
+ *
+ * @example
+ * codeCacheAccepted('dist/cli/etcdlocker-core.cjs'); // false on another Node.js version than the build's
+ */
+export function codeCacheAccepted(file: string): boolean {
+  const script = new Script(wrap(readFileSync(file, 'utf8')), {
+    filename: file,
+    cachedData: readFileSync(cacheOf(file)),
+  });
+  return !script.cachedDataRejected;
+}
