@@ -14,8 +14,12 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Script } from 'node:vm';
 
-/** Node's CommonJS wrapper, on the file's first line so that stack traces keep the file's line numbers. */
-const wrap = (source: string) => `(function (exports, require, module, __filename, __dirname) {${source}\n})`;
+/**
+ * Node's CommonJS wrapper, its head on the file's first line so that stack traces keep the file's line numbers. The
+ * cache is of the wrapped text: whatever compiles the core with it (bench/startup.ts too) must wrap it so.
+ */
+export const CORE_WRAPPER = ['(function (exports, require, module, __filename, __dirname) {', '\n})'] as const;
+const wrap = (source: string) => `${CORE_WRAPPER[0]}${source}${CORE_WRAPPER[1]}`;
 
 type Wrapper = (exports: unknown, require: NodeJS.Require, module: { exports: unknown }, ...paths: string[]) => void;
 
