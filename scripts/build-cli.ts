@@ -104,7 +104,6 @@ function etcdlockerPlugin(): esbuild.Plugin {
       build.onLoad({ filter: /.*/, namespace: NAMESPACE }, ({ path: name }) => ({
         contents: generated.get(name)!,
         resolveDir: ROOT,
-        // CommonJS for the codecs: not strict mode, as the functions protobufjs makes with `Function` are not.
         loader: 'js',
       }));
     },
@@ -144,6 +143,9 @@ async function bundle(options: esbuild.BuildOptions, about: string): Promise<voi
     `// ${about}`,
     '// Built by scripts/build-cli.ts from cli/ and lib/ of etcd-lock; do not edit. It bundles:',
     ...bundledPackages(metafile).map((name) => `//   ${name}`),
+    // Strict mode for the whole file, as cli/ and lib/ are written for (ES modules are) and as the bundled
+    // packages ran in the first, ES module, bundle. esbuild's own "use strict" would come after the line below.
+    "'use strict';",
     "const __etcdlockerFileUrl = require('node:url').pathToFileURL(__filename).href;",
   ];
   await esbuild.build({ ...options, banner: { js: header.join('\n') } });

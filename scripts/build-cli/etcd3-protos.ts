@@ -107,7 +107,8 @@ export function knownSetup(): true | string {
 /**
  * A CommonJS module whose export maps the full name of every message type in `root` to its codecs: for each of
  * encode, decode, verify, fromObject and toObject, a function of the scope protobufjs's `Type#setup` gives the
- * generated text, returning the function `Function` would have made of it. Not strict mode, as `Function`'s are not.
+ * generated text, returning the function `Function` would have made of it. In the bundle they run in strict mode
+ * (`Function`'s do not), as the rest of the bundle; spec/unit/proto-loader-stand-in.spec.ts runs them so.
  *
  * @example
  * const source = codecsSource(readEtcd3Protos().root); // module.exports = { ".etcdserverpb.RangeRequest": { ... } }

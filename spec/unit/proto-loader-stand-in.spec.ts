@@ -86,9 +86,9 @@ describe("etcdlocker's bundled @grpc/proto-loader stand-in (scripts/build-cli)",
     protos = readEtcd3Protos();
     root = etcd3Protobufjs().Root.fromJSON(protos.root);
     root.resolveAll();
-    // The build's codecs module, evaluated as the bundle does: CommonJS, not strict mode. Each use is recorded.
+    // The build's codecs module, evaluated as the bundle does: CommonJS, strict mode. Each use is recorded.
     const module = { exports: {} as Record<string, Codecs> };
-    const evaluate = runInThisContext(`(function (module, exports) {${codecsSource(protos.root)}\n})`) as (
+    const evaluate = runInThisContext(`(function (module, exports) {'use strict';${codecsSource(protos.root)}\n})`) as (
       module: unknown,
       exports: unknown,
     ) => void;
