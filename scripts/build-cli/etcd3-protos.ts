@@ -87,7 +87,36 @@ export function readEtcd3Protos(): ParsedProtos {
     }
     services[serviceName] = methods;
   }
-  return { root: root.toJSON(), services };
+  const closures: ParsedProtos['closures'] = {};
+  for (const methods of Object.values(services)) {
+    for (const { requestType, responseType } of Object.values(methods)) {
+      for (const type of [requestType, responseType]) closures[type] ??= closure(root.lookupType(type));
+    }
+  }
+  return { root: root.toJSON(), services, closures };
+}
+
+/** The type (or enum) declared in a package that holds `object`, or is it. */
+function declaredInPackage(object: Protobuf.ReflectionObject): Protobuf.ReflectionObject {
+  let declared = object;
+  while (declared.parent && 'fieldsArray' in declared.parent) declared = declared.parent;
+  return declared;
+}
+
+/** The full names of the types declared in a package that a message of `type` can hold, `type`'s first. */
+function closure(type: Protobuf.Type): string[] {
+  const found = new Set([declaredInPackage(type)]);
+  const visit = (object: Protobuf.ReflectionObject) => {
+    if (!('fieldsArray' in object)) return; // an enum
+    const message = object as Protobuf.Type;
+    for (const field of message.fieldsArray) {
+      const resolved = field.resolve().resolvedType;
+      if (resolved) found.add(declaredInPackage(resolved));
+    }
+    for (const nested of message.nestedArray) visit(nested);
+  };
+  for (const declared of found) visit(declared); // a Set iterates what is added while it does
+  return [...found].map((declared) => declared.fullName);
 }
 
 /**

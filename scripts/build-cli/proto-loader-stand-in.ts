@@ -30,6 +30,11 @@ export interface MethodAttributes {
 export interface ParsedProtos {
   root: protobuf.INamespace;
   services: Record<string, Record<string, MethodAttributes>>;
+  /**
+   * For each request and response type, the types its messages can hold: full names of types declared in a package
+   * (not in a message: those come with their message), itself included.
+   */
+  closures: Record<string, string[]>;
 }
 
 type Util = typeof protobuf.util;
@@ -71,18 +76,55 @@ function setupFrom(codecs: Codecs) {
   };
 }
 
-/** Gives every message type under `namespace` that has codecs a `setup` that uses them. */
-function useCodecs(namespace: protobuf.NamespaceBase, codecs: Record<string, Codecs>): void {
-  for (const nested of namespace.nestedArray) {
-    const own = nested instanceof protobuf.Type ? codecs[nested.fullName] : undefined;
-    if (own) (nested as protobuf.Type).setup = setupFrom(own);
-    if (nested instanceof protobuf.Namespace) useCodecs(nested, codecs);
-  }
+/** Gives `object` and the message types in it a `setup` with their codecs, where the build made some. */
+function useCodecs(object: protobuf.ReflectionObject, codecs: Record<string, Codecs>): void {
+  const own = object instanceof protobuf.Type ? codecs[object.fullName] : undefined;
+  if (own) (object as protobuf.Type).setup = setupFrom(own);
+  if (object instanceof protobuf.Namespace) for (const nested of object.nestedArray) useCodecs(nested, codecs);
+}
+
+/**
+ * The protobufjs root of the build's JSON, built a few types at a time: `types(fullName)` adds the types a message of
+ * `fullName` can hold (its closure) and returns it. A lock uses some 25 of rpc.proto's 108 types, and building them
+ * all took as long again as the rest of the root's work (~7 ms). The parts are what `Root.fromJSON` would make of
+ * the JSON: the same package namespaces (with their options), the same `addJSON` of each type, then `resolveAll`.
+ */
+function lazyRoot(protos: ParsedProtos, codecs: Record<string, Codecs>) {
+  const root = new protobuf.Root();
+  if (protos.root.options) root.setOptions(protos.root.options);
+  const added = new Set<string>();
+
+  const add = (fullName: string) => {
+    const path = fullName.slice(1).split('.'); // '.etcdserverpb.TxnRequest': a type declared in package etcdserverpb
+    const name = path.pop()!;
+    let namespace: protobuf.NamespaceBase = root;
+    let json: protobuf.INamespace = protos.root;
+    for (const part of path) {
+      json = json.nested![part] as protobuf.INamespace;
+      let next = namespace.get(part) as protobuf.Namespace | null;
+      if (!next) namespace.add((next = new protobuf.Namespace(part, json.options)));
+      namespace = next;
+    }
+    namespace.addJSON({ [name]: json.nested![name]! });
+    useCodecs(namespace.get(name)!, codecs);
+  };
+
+  return (fullName: string): protobuf.Type => {
+    const closure = protos.closures[fullName];
+    if (!closure) throw new Error(`etcdlocker's protos have no ${fullName}`);
+    const missing = closure.filter((name) => !added.has(name));
+    for (const name of missing) {
+      added.add(name);
+      add(name);
+    }
+    if (missing.length > 0) root.resolveAll(); // as proto-loader does after parsing
+    return root.lookupType(fullName);
+  };
 }
 
 /**
  * proto-loader's `loadSync`, for the one file the build parsed: the file name is not read. The protobufjs root is
- * built on the first message a call encodes or decodes, not when etcd3 is loaded. Without `codecs` (or for a type
+ * built as calls encode and decode their first messages, not when etcd3 is loaded. Without `codecs` (or for a type
  * without), protobufjs generates them at run time, as it does under proto-loader.
  *
  * @example
@@ -90,15 +132,8 @@ function useCodecs(namespace: protobuf.NamespaceBase, codecs: Record<string, Cod
  * grpc.loadPackageDefinition(loadSync('rpc.proto', { keepCase: true, longs: String, enums: String, defaults: true }));
  */
 export function createLoadSync(protos: ParsedProtos, codecs: Record<string, Codecs> = {}) {
-  let root: protobuf.Root | undefined;
-  const lookupType = (fullName: string): protobuf.Type => {
-    if (!root) {
-      root = protobuf.Root.fromJSON(protos.root);
-      useCodecs(root, codecs);
-      root.resolveAll(); // as proto-loader does after parsing
-    }
-    return root.lookupType(fullName);
-  };
+  let lookup: ((fullName: string) => protobuf.Type) | undefined;
+  const lookupType = (fullName: string) => (lookup ??= lazyRoot(protos, codecs))(fullName);
 
   const serializer = (fullName: string): Serialize => {
     let type: protobuf.Type | undefined;
