@@ -1,15 +1,16 @@
 /**
  * Loads etcdlocker's core bundle (dist/cli/etcdlocker-core.cjs: the lock, etcd3, gRPC, protobufjs and rxjs) with a
- * V8 code cache, so that V8 deserializes its compiled functions instead of parsing and compiling 1 MB of
- * JavaScript on every start. Bundled into dist/cli/etcdlocker.js by scripts/build-cli.mjs, which also writes the
+ * V8 code cache, so that V8 deserializes its compiled functions instead of parsing and compiling 1.8 MB of
+ * JavaScript on every start. Bundled into dist/cli/etcdlocker.cjs by scripts/build-cli.ts, which also writes the
  * cache (etcdlocker-core.cjs.cache) with {@link writeCodeCache}.
  *
  * The cache only fits the V8 that wrote it, with the same flags. V8 checks that itself and rejects a cache that does
- * not fit (another Node.js version, a different V8 flag, a cache of another build of the file): then the source is
- * compiled as usual, only a little slower, and a missing or unreadable cache file is the same as none. Nothing
- * is ever written at run time.
+ * not fit (another Node.js version, a different V8 flag, a damaged file): then the source is compiled as usual, only
+ * slower. V8 tells a cache of other source only by its length, so a cache older than the core (the core edited in
+ * place, say while debugging) is not used either; npm gives both files the same time. A missing or unreadable
+ * cache is the same as none, and nothing is ever written at run time.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Script } from 'node:vm';
@@ -26,32 +27,47 @@ type Wrapper = (exports: unknown, require: NodeJS.Require, module: { exports: un
 function compile(file: string, cachedData: Buffer | undefined): { script: Script; exports: unknown } {
   const script = new Script(wrap(readFileSync(file, 'utf8')), { filename: file, ...(cachedData && { cachedData }) });
   const module = { exports: {} as unknown };
-  (script.runInThisContext() as Wrapper)(module.exports, createRequire(file), module, file, path.dirname(file));
+  // `this` is module.exports, as under Node's own loader.
+  (script.runInThisContext() as Wrapper).call(
+    module.exports,
+    module.exports,
+    createRequire(file),
+    module,
+    file,
+    path.dirname(file),
+  );
   return { script, exports: module.exports };
 }
 
 /** The cache of `file`: the same name with `.cache` added. */
 const cacheOf = (file: string) => `${file}.cache`;
 
-let loaded: unknown;
-
 /**
- * The core's exports, loading it on the first call.
+ * The cache of `file` if there is one written after `file` was (or at the same time), else undefined.
  *
  * @example
- * const { run } = loadCore(fileURLToPath(new URL('./etcdlocker-core.cjs', import.meta.url))) as typeof import('../../cli/run.js');
+ * readCodeCache('dist/cli/etcdlocker-core.cjs'); // the bytes of dist/cli/etcdlocker-core.cjs.cache, or undefined
+ */
+export function readCodeCache(file: string): Buffer | undefined {
+  try {
+    if (statSync(cacheOf(file)).mtimeMs < statSync(file).mtimeMs) return undefined;
+    return readFileSync(cacheOf(file));
+  } catch {
+    return undefined; // no cache (a build without one, a file removed, no permission): compile from the source
+  }
+}
+
+const loaded = new Map<string, unknown>();
+
+/**
+ * The exports of the core bundle `file`, loading it on the first call (with its code cache, when it has a fresh one).
+ *
+ * @example
+ * const { run } = loadCore(path.join(__dirname, 'etcdlocker-core.cjs')) as typeof import('../../cli/run.js');
  */
 export function loadCore(file: string): unknown {
-  if (loaded === undefined) {
-    let cachedData: Buffer | undefined;
-    try {
-      cachedData = readFileSync(cacheOf(file));
-    } catch {
-      // no cache (a build without one, or a file removed): compile from the source
-    }
-    loaded = compile(file, cachedData).exports;
-  }
-  return loaded;
+  if (!loaded.has(file)) loaded.set(file, compile(file, readCodeCache(file)).exports);
+  return loaded.get(file);
 }
 
 /**
