@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { measureWallTimes, type Command, type WallTimeRow } from './wall-time.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-export const ETCDLOCKER = `${ROOT}dist/cli/etcdlocker.js`;
+export const ETCDLOCKER = `${ROOT}dist/cli/etcdlocker.cjs`;
 export const NODE_BASELINE = '`node -e 0`';
 export const ETCDLOCKER_RUN = '`etcdlocker -k k -- true`';
 

@@ -1,13 +1,31 @@
 /**
  * Where etcdlocker's start-up goes: each probe runs in a fresh node, as etcdlocker does, and reports the
- * milliseconds of each step, medians over the runs. The protobuf step is what etcd3 does when it is loaded:
- * @grpc/proto-loader's loadSync of etcd3's rpc.proto, with the options etcd3 passes.
+ * milliseconds of each step, medians over the runs. The first probes load the packages as they are installed (as
+ * dist/lib does, and as etcdlocker did before it was bundled); the protobuf step is what etcd3 does when it is loaded:
+ * @grpc/proto-loader's loadSync of etcd3's rpc.proto, with the options etcd3 passes. The last ones load what
+ * etcdlocker loads now for a run: its bundled core (scripts/build-cli.ts), with and without its V8 code cache.
  */
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { CORE_WRAPPER } from '../scripts/build-cli/load-core.js';
 import { summarize } from './stats.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const CORE = `${ROOT}dist/cli/etcdlocker-core.cjs`;
+
+/** A probe that compiles and runs the core as scripts/build-cli/load-core.ts does, with the cache or without. */
+function coreProbe(name: string, withCache: boolean): string {
+  return `const fs = require('node:fs'), vm = require('node:vm'), path = require('node:path');
+   const file = ${JSON.stringify(CORE)};
+   const t = performance.now();
+   const source = ${JSON.stringify(CORE_WRAPPER[0])} + fs.readFileSync(file, 'utf8') + ${JSON.stringify(CORE_WRAPPER[1])};
+   const script = new vm.Script(source, { filename: file, ${withCache ? "cachedData: fs.readFileSync(file + '.cache')" : ''} });
+   const module = { exports: {} };
+   script.runInThisContext()(module.exports, require('node:module').createRequire(file), module, file, path.dirname(file));
+   const ms = performance.now() - t;
+   if (${withCache} && script.cachedDataRejected) throw new Error('V8 rejected the code cache: npm run build again');
+   console.log(JSON.stringify({ ${JSON.stringify(name)}: ms }));`;
+}
 
 export interface StartupStep {
   name: string;
@@ -32,6 +50,8 @@ const PROBES: string[] = [
   `const t = performance.now();
    import(${JSON.stringify(`${ROOT}dist/lib/index.js`)}).then(() =>
      console.log(JSON.stringify({ 'load the etcd-lock library (dist/lib/index.js, with rxjs and etcd3)': performance.now() - t })));`,
+  coreProbe("load etcdlocker's bundled core (dist/cli/etcdlocker-core.cjs) with its V8 code cache", true),
+  coreProbe("the same without the code cache (as on another Node.js version than the build's)", false),
 ];
 
 export function measureStartup(runs: number): StartupStep[] {

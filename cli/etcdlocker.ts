@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { HELP, parseArgs, STATUS_USAGE, USAGE, UsageError } from './args.js';
-import { cannotStart } from './child.js';
+import { cannotStart } from './can-start.js';
 import { ExitCode } from './exit-codes.js';
 import { createLog, type Log } from './log.js';
 

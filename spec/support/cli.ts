@@ -1,5 +1,5 @@
 /**
- * Runs the built etcdlocker (dist/cli/etcdlocker.js, so `npm run build` first: `npm test` does) as a real
+ * Runs the built etcdlocker (dist/cli/etcdlocker.cjs, so `npm run build` first: `npm test` does) as a real
  * process, and helpers for what its children leave behind.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import type { LogRecord } from '../../cli/log.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const ETCDLOCKER = path.join(ROOT, 'dist/cli/etcdlocker.js');
+export const ETCDLOCKER = path.join(ROOT, 'dist/cli/etcdlocker.cjs');
 export const FIXTURES = path.join(ROOT, 'spec/cli/fixtures');
 
 /** A finished etcdlocker run. */
