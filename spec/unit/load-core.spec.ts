@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -42,10 +42,13 @@ describe("etcdlocker's core loader and its code cache (scripts/build-cli/load-co
   it('does not use a cache older than its core (the core edited in place), and does use one of the same time', () => {
     const edited = core('edited');
     writeCodeCache(edited);
-    const { mtime } = statSync(`${edited}.cache`);
-    utimesSync(edited, mtime, new Date(mtime.getTime() + 1000));
+    // Times set through the same call on both files: a time read back from one (nanoseconds on disk, milliseconds
+    // in a Date) and written to the other can round past it, and made this flaky (failed one CI run of three).
+    const installed = new Date('1985-10-26T08:15:00Z'); // as npm installs them: every file with the same time
+    utimesSync(`${edited}.cache`, installed, installed);
+    utimesSync(edited, installed, new Date(installed.getTime() + 1000));
     assert.equal(readCodeCache(edited), undefined);
-    utimesSync(edited, mtime, mtime); // as npm installs them: every file with the same time
+    utimesSync(edited, installed, installed);
     assert.ok(readCodeCache(edited));
   });
 });
