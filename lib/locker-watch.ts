@@ -110,13 +110,17 @@ export class SharedWatch {
       this.#waiting.add(keyWatch);
       return;
     }
-    const from = keyWatch.from ?? this.#latest + 1n;
-    keyWatch.deliver('connected', { header: { revision: (from - 1n).toString() } });
+    if (keyWatch.from === undefined) {
+      // From now: nothing to replay, and `connected` says where "now" was. A watch with a start revision (a
+      // holder's own key) is not told: contend$ does not ask, and thousands of locks would each pay a microtask.
+      keyWatch.from = this.#latest + 1n;
+      keyWatch.deliver('connected', { header: { revision: this.#latest.toString() } });
+    }
+    const from = keyWatch.from;
     if (from <= this.#floor) {
       keyWatch.deliver('error', new Error(`changes from revision ${from} are no longer at hand`));
       return;
     }
-    keyWatch.from = from;
     let watches = this.#byKey.get(keyWatch.key);
     if (!watches) this.#byKey.set(keyWatch.key, (watches = new Set()));
     watches.add(keyWatch);

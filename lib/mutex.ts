@@ -56,7 +56,7 @@ export interface ContendOptions {
  * another. Reading the queue now and then bounds that stall. Half the TTL keeps it within what the user already
  * accepts a dead holder may cost everyone; the floor keeps a short TTL from turning waiters into pollers.
  */
-export function recheckMsFor(lease: Lease): number {
+function recheckMsFor(lease: Lease): number {
   return Math.min(30_000, Math.max(1000, (lease.ttlSeconds * 1000) / 2));
 }
 
