@@ -178,8 +178,9 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
 }
 
 /**
- * Puts our key if it is not there yet, and reads the queue in the same transaction: our fencing token,
- * the head, the `limit` keys just ahead of ours and how many are ahead.
+ * Puts our key if it is not there yet, and reads in the same transaction the `limit` keys just ahead of ours:
+ * fewer than `limit`, and the lock is ours in this one round trip. Otherwise a second read finds the head and how
+ * many are ahead, for the `waiting` state.
  */
 async function enqueue(client: Etcd3, contender: Contender, limit: number): Promise<QueueView> {
   const holderKey = contender.prefix + contender.lease.hex;
@@ -197,24 +198,35 @@ async function enqueue(client: Etcd3, contender: Contender, limit: number): Prom
     // Our key was already there (a retried enqueue on the same lease): keep its place in the queue.
     const own = res.responses[0]?.response_range.kvs[0];
     if (!own) throw new Error(`etcd returned no value for ${holderKey}`);
-    const view = await lookBehind(client, contender, { holderKey, fencingToken: own.create_revision }, limit);
-    if (!view) throw new LockLostError(contender.key, 'deleted', 'our key vanished while we queued');
-    return view;
+    return lookBehindAfterEnqueue(client, contender, { holderKey, fencingToken: own.create_revision }, limit);
   }
-  // The put is seen by the reads after it in the same transaction: the newest key is ours, the ones
-  // before it the nearest ahead of us; our create revision is this response's revision. Nothing is newer
-  // than our key here, so the count (unlike in lookBehind) is the queue's length, ours included.
-  const fencingToken = res.header.revision;
+  // The put is seen by the read after it in the same transaction: the newest key is ours, the ones before it
+  // the nearest ahead of us; our create revision is this response's revision. Fewer than `limit` ahead: ours.
+  const ticket = { holderKey, fencingToken: res.header.revision };
   const newest = res.responses[1]?.response_range.kvs ?? [];
-  const head = res.responses[2]?.response_range.kvs[0];
-  const count = Number(res.responses[3]?.response_range.count ?? '1');
-  return {
-    ticket: { holderKey, fencingToken },
-    revision: res.header.revision,
-    nearest: newest.slice(1),
-    head,
-    ahead: count - 1,
-  };
+  if (newest.length <= limit) {
+    return {
+      ticket,
+      revision: res.header.revision,
+      nearest: newest.slice(1),
+      head: undefined,
+      ahead: newest.length - 1,
+    };
+  }
+  // We wait: who holds and how many are ahead come from a second read (a free lock takes one round trip).
+  return lookBehindAfterEnqueue(client, contender, ticket, limit);
+}
+
+/** {@link lookBehind} right after our enqueue, when our key cannot have gone unless someone deleted it. */
+async function lookBehindAfterEnqueue(
+  client: Etcd3,
+  contender: Contender,
+  ticket: Ticket,
+  limit: number,
+): Promise<QueueView> {
+  const view = await lookBehind(client, contender, ticket, limit);
+  if (!view) throw new LockLostError(contender.key, 'deleted', 'our key vanished while we queued');
+  return view;
 }
 
 /**
@@ -276,9 +288,9 @@ async function lookBehindPatiently(
 }
 
 /**
- * The range reads that describe the queue. `newest` (right after our put): the `limit + 1` newest keys (ours
- * and the nearest ahead), the head, the count. `before` (a re-read): every key ahead of ours, newest first, and
- * the head.
+ * The range reads that describe the queue. `newest` (right after our put): the `limit + 1` newest keys, ours
+ * and the nearest ahead, which is all a free lock needs. `before` (a re-read): every key ahead of ours, newest
+ * first, and the head.
  */
 function queueReads(prefix: string, limit: number, before?: string): { newest: IRequestOp[]; before: IRequestOp[] } {
   const range: IRangeRequest = { key: Buffer.from(prefix), range_end: prefixEnd(Buffer.from(prefix)) };
@@ -289,8 +301,6 @@ function queueReads(prefix: string, limit: number, before?: string): { newest: I
         {
           request_range: { ...range, sort_target: 'Create', sort_order: 'Descend', limit: limit + 1, keys_only: true },
         },
-        head,
-        { request_range: { ...range, count_only: true } },
       ],
       before: [],
     };
