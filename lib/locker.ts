@@ -12,6 +12,7 @@ import {
 import { TxnBatcher } from './locker-batch.js';
 import { retryingSession$, type SessionPhase } from './locker-session.js';
 import type { LockerHeld, LockerLockState, LockerLost, LockerState } from './locker-state.js';
+import { lockerLock$, type LockerStreamState } from './locker-stream.js';
 import { SharedWatch, sessionClient } from './locker-watch.js';
 import { contend$, type MutexEvent } from './mutex.js';
 import { assertClient } from './options.js';
@@ -43,6 +44,11 @@ export interface Locker extends AsyncDisposable {
   isHeld(id: string | number): boolean;
   /** The lock's state at subscribe, then every change: `idle`, `acquiring`, `held`, `lost`. */
   lockState$(id: string | number): Observable<LockerLockState>;
+  /**
+   * The lock `${name}/${id}` as a {@link lock$} stream on this locker's session: subscribing takes it (waiting,
+   * unless `wait: false` or `timeout: 0`), unsubscribing releases it. See {@link lockerLock$}.
+   */
+  lock$(id: string | number, options?: LockerLockOptions): Observable<LockerStreamState>;
   /** Cancels every pending `lock()`, releases every lock and revokes the lease; resolves once etcd has it. */
   close(): Promise<void>;
 }
@@ -245,6 +251,10 @@ class SessionLocker implements Locker {
         if (observers.size === 0 && this.#observers.get(lockId) === observers) this.#observers.delete(lockId);
       };
     });
+  }
+
+  lock$(id: string | number, options?: LockerLockOptions): Observable<LockerStreamState> {
+    return lockerLock$(this, id, options);
   }
 
   close(): Promise<void> {
