@@ -35,7 +35,7 @@ export {
 export { createLocker, type Locker } from './locker.js';
 export type { LockerOptions, LockerLockOptions } from './locker-options.js';
 export type { LockerState, LockerLockState, LockerHeld, LockerLost, IdleState } from './locker-state.js';
-export type { LockerStreamState } from './locker-stream.js';
+export type { LockerStreamState, LockerStreamOptions } from './locker-stream.js';
 export { whileHeld, type LockGrant } from './while-held.js';
 export { withLock } from './with-lock.js';
 export { campaign$ } from './election.js';

@@ -12,7 +12,7 @@ import {
 import { TxnBatcher } from './locker-batch.js';
 import { retryingSession$, type SessionPhase } from './locker-session.js';
 import type { LockerHeld, LockerLockState, LockerLost, LockerState } from './locker-state.js';
-import { lockerLock$, type LockerStreamState } from './locker-stream.js';
+import { lockerLock$, type LockerStreamOptions, type LockerStreamState } from './locker-stream.js';
 import { SharedWatch, sessionClient } from './locker-watch.js';
 import { contend$, type MutexEvent } from './mutex.js';
 import { assertClient } from './options.js';
@@ -48,7 +48,7 @@ export interface Locker extends AsyncDisposable {
    * The lock `${name}/${id}` as a {@link lock$} stream on this locker's session: subscribing takes it (waiting,
    * unless `wait: false` or `timeout: 0`), unsubscribing releases it. See {@link lockerLock$}.
    */
-  lock$(id: string | number, options?: LockerLockOptions): Observable<LockerStreamState>;
+  lock$(id: string | number, options?: LockerStreamOptions): Observable<LockerStreamState>;
   /** Cancels every pending `lock()`, releases every lock and revokes the lease; resolves once etcd has it. */
   close(): Promise<void>;
 }
@@ -253,8 +253,9 @@ class SessionLocker implements Locker {
     });
   }
 
-  lock$(id: string | number, options?: LockerLockOptions): Observable<LockerStreamState> {
-    return lockerLock$(this, id, options);
+  lock$(id: string | number, options?: LockerStreamOptions): Observable<LockerStreamState> {
+    const released = (lockId: string) => this.#releasing.get(lockId) ?? Promise.resolve();
+    return lockerLock$({ locker: this, released }, id, options);
   }
 
   close(): Promise<void> {

@@ -1,11 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
+import { noop } from 'cockatiel';
+import { Etcd3 } from 'etcd3';
 import { filter, firstValueFrom, map, type Observable, timeout, timer } from 'rxjs';
 import { isLockError, LockLostError, type LockErrorCode } from '../../lib/errors.js';
 import { createLocker, type Locker } from '../../lib/locker.js';
 import type { LockerStreamState } from '../../lib/locker-stream.js';
 import { whileHeld } from '../../lib/while-held.js';
 import { etcdForSuite, listKeys, listLeases, uniquePrefix } from '../support/etcd.js';
+import { startProxy } from '../support/proxy.js';
 import { sleep } from '../support/recorder.js';
 
 const WAIT_MS = 20_000;
@@ -170,6 +173,45 @@ describe('locker.lock$(id): one lock of a locker as a stream, on its session, ag
     assert.deepEqual(await released.ended, { completed: true });
   });
 
+  it('onRelease: its promise settles only once etcd has the delete, of a queued key and of a held one', async (t) => {
+    const name = uniquePrefix('locker-stream');
+    // The streams' locker talks to etcd through a proxy: paused, the deletes cannot reach etcd.
+    const proxy = await startProxy(etcd.endpoints[0]!);
+    t.after(() => proxy.close());
+    const client = new Etcd3({ hosts: proxy.endpoint, faultHandling: { host: () => noop, global: noop } });
+    t.after(() => client.close());
+    const locker = createLocker(client, { name, ttl: 10 });
+    t.after(() => locker.close());
+    const other = lockerFor(t, name);
+    const releases: Promise<void>[] = [];
+    const settled: boolean[] = [];
+    const onRelease = (done: Promise<void>) => {
+      const i = releases.push(done) - 1;
+      settled[i] = false;
+      void done.then(() => (settled[i] = true));
+    };
+    const held = watch(t, locker.lock$('a', { onRelease }));
+    await until(isHeld(held), 'held');
+    const ahead = await other.lock('b');
+    const queued = watch(t, locker.lock$('b', { onRelease }));
+    await until(() => queued.states.some((s) => s.kind === 'acquiring' && s.waitingFor), 'queued');
+
+    const cases = [
+      { stream: queued, lockId: 'b', left: [ahead.holderKey] },
+      { stream: held, lockId: 'a', left: [] },
+    ];
+    for (const [i, { stream, lockId, left }] of cases.entries()) {
+      proxy.pause();
+      stream.unsubscribe();
+      assert.equal(releases.length, i + 1, 'onRelease called at teardown');
+      await sleep(200);
+      assert.equal(settled[i], false, `${lockId}: not settled while the delete cannot reach etcd`);
+      proxy.resume();
+      await releases[i];
+      assert.deepEqual(await listKeys(etcd.endpoints, `${name}/${lockId}`), left, `${lockId}: our key is gone`);
+    }
+  });
+
   it('whileHeld runs work under it with the fencing token; the work done, the lock is released', async (t) => {
     const name = uniquePrefix('locker-stream');
     const locker = lockerFor(t, name);
@@ -189,6 +231,8 @@ describe('locker.lock$(id): one lock of a locker as a stream, on its session, ag
     assert.throws(() => locker.lock$('a/b'), /Expected `id` not to contain "\/"/);
     assert.throws(() => locker.lock$('a', { wiat: true } as never), /Unknown option `wiat`/);
     assert.throws(() => locker.lock$('a', { timeout: -1 }), /Expected `timeout` to be a number/);
+    assert.throws(() => locker.lock$('a', { onRelease: 1 } as never), /Expected `onRelease` to be a function, got 1/);
+    assert.throws(() => locker.lock$('a', 5 as never), /Expected `options` to be an object/);
   });
 
   it('the states are lock$ states: filter on kind works as for lock$', async (t) => {
