@@ -3,7 +3,8 @@
  * etcd counts the keepalives it receives, then releasing them all.
  *
  * The rows: `lock$` N times (N leases: `lock$` takes no shared session); the Locker (`createLocker`, issue 6),
- * which holds all N on one lease, released once with a `release(id)` per lock and once with one `close()`; and,
+ * which holds all N on one lease, released once with a `release(id)` per lock and once with one `close()`, and its
+ * streams (`locker.lock$(id)` N times, unsubscribed N times); and,
  * for comparison, lib's key protocol on one lease without the Locker (`session$` + `contend$` per lock: a txn
  * and an etcd3 watch each), which is what the Locker's batched transactions and shared watch are for.
  */
@@ -118,6 +119,34 @@ function lockerHolding(by: 'release' | 'close') {
   };
 }
 
+/** The Locker's streams: `locker.lock$(id)` subscribed N times at once, unsubscribed N times, then `close()`. */
+function lockerStreamHolding(client: Etcd3, prefix: string, locks: number, fail: () => void): Holding {
+  let locker: Locker | undefined;
+  const held: { stop: () => void; released: () => Promise<void> }[] = [];
+  return {
+    acquireAll: async () => {
+      locker = createLocker(client, { name: prefix, holderId: 'scale', ttl: SCALE_TTL_SECONDS });
+      await Promise.all(
+        Array.from({ length: locks }, async (_, i) => {
+          let released = Promise.resolve();
+          const onRelease = (done: Promise<void>) => void (released = done);
+          try {
+            const { stop } = await untilReady(locker!.lock$(i, { onRelease }), isHeld, fail);
+            held.push({ stop, released: () => released });
+          } catch {
+            fail();
+          }
+        }),
+      );
+    },
+    releaseAll: async () => {
+      for (const lock of held) lock.stop();
+      await Promise.all(held.map((lock) => lock.released()));
+      await locker?.close();
+    },
+  };
+}
+
 /** lib's protocol on one lease without the Locker: a `contend$` per lock, each with its own txns and watch. */
 function rawSessionHolding(client: Etcd3, prefix: string, locks: number, fail: () => void): Holding {
   const keys = Array.from({ length: locks }, (_, i) => `${prefix}/${i}`);
@@ -152,6 +181,12 @@ export const SCALE_VARIANTS = [
     short: 'locker',
     target: true,
     make: lockerHolding('release'),
+  },
+  {
+    name: 'etcd-lock 2 `locker.lock$(id)` x N subscribed, then unsubscribed, on one locker',
+    short: 'locker.lock$',
+    target: true,
+    make: lockerStreamHolding,
   },
   {
     name: 'etcd-lock 2 `createLocker`: `lock(id)` x N, let go by one `close()`',

@@ -18,6 +18,7 @@ export const SUBJECTS = {
   floor: 'floor',
   ours: 'lock$',
   locker: 'locker',
+  lockerStream: 'locker.lock$',
   etcd3: 'etcd3 Lock',
   v1: 'etcd-lock 1.1.0',
   baton: 'floor (baton)',
@@ -31,7 +32,7 @@ export function checkTargets(run: TopologyResults): TargetCheck[] {
   const checks: TargetCheck[] = [];
   const p50 = (short: string) => run.uncontended.find((row) => row.kind.short === short)?.latency.p50 ?? Number.NaN;
   if (run.uncontended.length > 0) {
-    for (const short of [SUBJECTS.ours, SUBJECTS.locker]) {
+    for (const short of [SUBJECTS.ours, SUBJECTS.locker, SUBJECTS.lockerStream]) {
       const ours = p50(short);
       checks.push(
         check(
@@ -54,7 +55,7 @@ export function checkTargets(run: TopologyResults): TargetCheck[] {
   }
   const at = (k: number, short: string): ContendedRow | undefined =>
     run.contended.find((entry) => entry.k === k)?.rows.find((row) => row.short === short);
-  for (const short of [SUBJECTS.ours, SUBJECTS.locker]) {
+  for (const short of [SUBJECTS.ours, SUBJECTS.locker, SUBJECTS.lockerStream]) {
     for (const k of [2, 8]) {
       const ours = at(k, short);
       const floor = at(k, SUBJECTS.baton);

@@ -1,14 +1,15 @@
 /**
  * etcd-lock 2's Locker (lib/locker.ts, issue 6) as a contender: one `createLocker` per contender for the whole
- * run, so one long-lived lease (and one prefix watch) under every acquisition, and each acquisition is
- * `lock(id, { wait: true })` then `release(id)`: one enqueue transaction and one guarded delete, no lease grant
- * or revoke per lock. This is the public way to hold locks on a long-lived session, so it replaces the raw
- * `session$` + `contend$` wiring these rows used before the Locker existed (session-mutex.ts).
+ * run, so one long-lived lease (and one prefix watch) under every acquisition: one enqueue transaction and one
+ * guarded delete per acquisition, no lease grant or revoke. Two rows: the promise API (`lock(id, { wait: true })`
+ * then `release(id)`) and the stream (`locker.lock$(id)`, subscribed until held, then unsubscribed).
  */
 import { Etcd3 } from 'etcd3';
 import { filter, firstValueFrom } from 'rxjs';
-import { createLocker } from '../built-lib.js';
-import { type Contender, type LockKind, TTL_SECONDS } from './kind.js';
+import { createLocker, isHeld } from '../built-lib.js';
+import type { Locker } from '../../lib/locker.js';
+import { untilReady } from '../until-ready.js';
+import { type Contender, type LockKind, type OpenOptions, TTL_SECONDS } from './kind.js';
 
 /** A lock key `a/b/c` is lock `c` of the locker named `a/b`: the same key, and holder keys `a/b/c/<lease>`. */
 export function lockerName(key: string): { name: string; lockId: string } {
@@ -17,29 +18,54 @@ export function lockerName(key: string): { name: string; lockId: string } {
   return { name: key.slice(0, slash), lockId: key.slice(slash + 1) };
 }
 
+/**
+ * A contender's locker on a client of its own, its session created before the first sample, as a long-lived
+ * session would be in an application; `acquire` takes the lock `lockId` on it.
+ */
+async function lockerContender(
+  { endpoints, key, id, onLateError }: OpenOptions,
+  acquire: (locker: Locker, lockId: string) => Promise<() => Promise<void>>,
+): Promise<Contender> {
+  const client = new Etcd3({ hosts: endpoints });
+  const { name, lockId } = lockerName(key);
+  const locker = createLocker(client, { name, holderId: id, ttl: TTL_SECONDS });
+  locker.lost$.subscribe((lost) => onLateError(lost.error));
+  const first = await firstValueFrom(locker.state$.pipe(filter((s) => s.kind === 'ready' || s.kind === 'failed')));
+  if (first.kind === 'failed') {
+    client.close();
+    throw first.error;
+  }
+  return {
+    acquire: () => acquire(locker, lockId),
+    close: async () => {
+      await locker.close();
+      client.close();
+    },
+  };
+}
+
 export const locker: LockKind = {
   name: 'etcd-lock 2 `createLocker` (one long-lived session per contender)',
   short: 'locker',
-  open: async ({ endpoints, key, id, onLateError }): Promise<Contender> => {
-    const client = new Etcd3({ hosts: endpoints });
-    const { name, lockId } = lockerName(key);
-    const locker = createLocker(client, { name, holderId: id, ttl: TTL_SECONDS });
-    locker.lost$.subscribe((lost) => onLateError(lost.error));
-    // The session is created before the first sample, as a long-lived session would be in an application.
-    const first = await firstValueFrom(locker.state$.pipe(filter((s) => s.kind === 'ready' || s.kind === 'failed')));
-    if (first.kind === 'failed') {
-      client.close();
-      throw first.error;
-    }
-    return {
-      acquire: async () => {
-        await locker.lock(lockId, { wait: true });
-        return () => locker.release(lockId);
-      },
-      close: async () => {
-        await locker.close();
-        client.close();
-      },
-    };
-  },
+  open: (options) =>
+    lockerContender(options, async (locker, lockId) => {
+      await locker.lock(lockId, { wait: true });
+      return () => locker.release(lockId);
+    }),
+};
+
+export const lockerStream: LockKind = {
+  name: 'etcd-lock 2 `locker.lock$(id)` (the stream, on one long-lived session per contender)',
+  short: 'locker.lock$',
+  open: (options) =>
+    lockerContender(options, async (locker, lockId) => {
+      let released = Promise.resolve();
+      const onRelease = (done: Promise<void>) => void (released = done);
+      // Late errors (a loss while held) reach onLateError through lost$ already.
+      const { stop } = await untilReady(locker.lock$(lockId, { onRelease }), isHeld, () => undefined);
+      return async () => {
+        stop();
+        await released;
+      };
+    }),
 };
