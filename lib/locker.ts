@@ -409,7 +409,13 @@ class SessionLocker implements Locker {
     entry.attempt = contend$(
       session.client,
       { key: entry.key, prefix: `${entry.key}/`, id: this.holderId, lease },
-      { wait: entry.waits, deleteOnRelease: true, onRelease: (released) => this.#trackRelease(entry.lockId, released) },
+      {
+        wait: entry.waits,
+        deleteOnRelease: true,
+        onRelease: (released) => this.#trackRelease(entry.lockId, released),
+        // Every watch of session.client comes from the locker's one prefix watch, in revision order.
+        orderedWatches: true,
+      },
     ).subscribe({
       next: (step) => this.#onStep(entry, lease, step),
       error: (err: unknown) => this.#onFailure(entry, err),

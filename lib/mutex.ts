@@ -1,6 +1,7 @@
 import type { Etcd3, IKeyValue, IRangeRequest, IRequestOp, ITxnResponse, Watcher } from 'etcd3';
 import { Observable } from 'rxjs';
 import { isLockError, LockBusyError, LockLostError, UnavailableError } from './errors.js';
+import { QueueWatch } from './queue-watch.js';
 import { type Lease, REQUEST_TIMEOUT_MS } from './session.js';
 import type { Holder } from './state.js';
 
@@ -45,6 +46,12 @@ export interface ContendOptions {
    * TTL, from 1 s to 30 s (see {@link recheckMsFor}).
    */
   recheckMs?: number | undefined;
+  /**
+   * The client's watches all come from one etcd watch, in revision order, and start from a past revision at no
+   * cost (a locker's SharedWatch): a waiter then follows every key ahead of its own and holds, when the last it
+   * must outwait goes, without reading the queue again (see {@link QueueWatch}). Default: off.
+   */
+  orderedWatches?: boolean | undefined;
 }
 
 /**
@@ -68,22 +75,26 @@ interface WatchScope {
   /** Resolves after `ms`, or at once when the contender is torn down (no timer outlives it). */
   pause: (ms: number) => Promise<void>;
   allowOwnPuts: boolean;
+  /** Set once our own key's watch had to be created again: it may have missed a change, so read before holding. */
+  ownKeyWatchBroken: boolean;
 }
 
-/** The queue as one transaction saw it. */
-interface QueueView {
+/** The queue as one transaction saw it (or as a {@link QueueWatch} worked it out since). */
+export interface QueueView {
   ticket: Ticket;
   /** The header revision of the response: watches start just after it. */
   revision: string;
   /**
-   * The keys created just before ours, newest first, up to `limit` of them (names only): while we wait, we
-   * wait for any one of them to go. With `limit` 1, our predecessor alone.
+   * Every key ahead of ours, newest first: the last is the holder (the oldest of the holders, with a `limit`
+   * above 1). With their values when we wait; names only when fewer than `limit` (the lock is ours).
    */
-  nearest: IKeyValue[];
-  /** The oldest key: the holder (the oldest of the holders, with a `limit` above 1). */
-  head: IKeyValue | undefined;
-  /** How many keys are ahead of ours. */
-  ahead: number;
+  ahead: IKeyValue[];
+}
+
+/** How a waiter waits for the queue to move: a new view, or `undefined` to read the queue again. */
+interface Waiter {
+  next(view: QueueView, maxWaitMs: number): Promise<QueueView | undefined>;
+  close(): void;
 }
 
 /**
@@ -105,6 +116,7 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
     const scope: WatchScope = {
       watchers,
       allowOwnPuts: options.allowOwnPuts ?? false,
+      ownKeyWatchBroken: false,
       active: () => !stopped,
       pause: (ms) =>
         new Promise<void>((resolve) => {
@@ -135,29 +147,35 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
       (view) => view.ticket,
       () => undefined,
     );
-    const nearest = new NearestWatch(client, watchers);
+    const waiter: Waiter = options.orderedWatches
+      ? new QueueWatch(client, watchers, limit)
+      : new NearestWatch(client, watchers, limit);
     const run = async (first: Promise<QueueView>) => {
       let view = await first;
       if (stopped) return;
       watchOwnership(client, contender, view.ticket, view.revision, scope);
       let told = '';
       try {
-        while (view.ahead >= limit) {
-          if (!options.wait) throw new LockBusyError(contender.key, holderOf(view.head));
-          const holder = holderOf(view.head);
+        while (view.ahead.length >= limit) {
+          const holder = holderOf(view.ahead.at(-1));
+          if (!options.wait) throw new LockBusyError(contender.key, holder);
           // A re-read that changed nothing (a recheck, or a key further ahead that went) is not news.
-          const news = `${holder?.fencingToken}/${holder?.id}/${view.ahead}`;
-          if (news !== told) subscriber.next({ kind: 'waiting', holder, ahead: view.ahead });
+          const news = `${holder?.fencingToken}/${holder?.id}/${view.ahead.length}`;
+          if (news !== told) subscriber.next({ kind: 'waiting', holder, ahead: view.ahead.length });
           told = news;
-          await nearest.anyGone(view.nearest, view.revision, recheckMs);
+          const worked = await waiter.next(view, recheckMs);
           if (stopped) return;
-          const next = await lookBehindPatiently(client, contender, view.ticket, limit, scope);
+          // A view worked out from the watches is trusted to hold only while our own key's watch ran unbroken.
+          const next =
+            worked && (worked.ahead.length >= limit || !scope.ownKeyWatchBroken)
+              ? worked
+              : await lookBehindPatiently(client, contender, view.ticket, scope);
           if (stopped) return;
           if (!next) throw new LockLostError(contender.key, 'deleted', 'our queued key vanished while we waited');
           view = next;
         }
       } finally {
-        nearest.close();
+        waiter.close();
       }
       subscriber.next({ kind: 'acquired', ticket: view.ticket });
     };
@@ -165,7 +183,7 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
 
     return () => {
       stopped = true;
-      nearest.close();
+      waiter.close();
       for (const end of pauses) end();
       for (const watcher of watchers) void watcher.cancel().catch(() => undefined);
       watchers.clear();
@@ -178,19 +196,26 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
 }
 
 /**
- * Puts our key if it is not there yet, and reads in the same transaction the `limit` keys just ahead of ours:
- * fewer than `limit`, and the lock is ours in this one round trip. Otherwise a second read finds the head and how
- * many are ahead, for the `waiting` state.
+ * Puts our key if it is not there yet, and reads in the same transaction the names of the `limit` keys just
+ * ahead of ours: fewer than `limit`, and the lock is ours in this one round trip. Otherwise a second read lists
+ * every key ahead with its value (who holds, how many are ahead), for the `waiting` state and the wait.
  */
 async function enqueue(client: Etcd3, contender: Contender, limit: number): Promise<QueueView> {
   const holderKey = contender.prefix + contender.lease.hex;
   const keyBuffer = Buffer.from(holderKey);
-  const reads = queueReads(contender.prefix, limit);
   const res = await txn(client, {
     compare: [{ key: keyBuffer, target: 'Create', result: 'Equal', create_revision: 0 }],
     success: [
       { request_put: { key: keyBuffer, value: Buffer.from(contender.id), lease: contender.lease.id } },
-      ...reads.newest,
+      {
+        request_range: {
+          ...prefixRange(contender.prefix),
+          sort_target: 'Create',
+          sort_order: 'Descend',
+          limit: limit + 1,
+          keys_only: true,
+        },
+      },
     ],
     failure: [{ request_range: { key: keyBuffer } }],
   });
@@ -198,33 +223,20 @@ async function enqueue(client: Etcd3, contender: Contender, limit: number): Prom
     // Our key was already there (a retried enqueue on the same lease): keep its place in the queue.
     const own = res.responses[0]?.response_range.kvs[0];
     if (!own) throw new Error(`etcd returned no value for ${holderKey}`);
-    return lookBehindAfterEnqueue(client, contender, { holderKey, fencingToken: own.create_revision }, limit);
+    return lookBehindAfterEnqueue(client, contender, { holderKey, fencingToken: own.create_revision });
   }
   // The put is seen by the read after it in the same transaction: the newest key is ours, the ones before it
   // the nearest ahead of us; our create revision is this response's revision. Fewer than `limit` ahead: ours.
   const ticket = { holderKey, fencingToken: res.header.revision };
   const newest = res.responses[1]?.response_range.kvs ?? [];
-  if (newest.length <= limit) {
-    return {
-      ticket,
-      revision: res.header.revision,
-      nearest: newest.slice(1),
-      head: undefined,
-      ahead: newest.length - 1,
-    };
-  }
+  if (newest.length <= limit) return { ticket, revision: res.header.revision, ahead: newest.slice(1) };
   // We wait: who holds and how many are ahead come from a second read (a free lock takes one round trip).
-  return lookBehindAfterEnqueue(client, contender, ticket, limit);
+  return lookBehindAfterEnqueue(client, contender, ticket);
 }
 
 /** {@link lookBehind} right after our enqueue, when our key cannot have gone unless someone deleted it. */
-async function lookBehindAfterEnqueue(
-  client: Etcd3,
-  contender: Contender,
-  ticket: Ticket,
-  limit: number,
-): Promise<QueueView> {
-  const view = await lookBehind(client, contender, ticket, limit);
+async function lookBehindAfterEnqueue(client: Etcd3, contender: Contender, ticket: Ticket): Promise<QueueView> {
+  const view = await lookBehind(client, contender, ticket);
   if (!view) throw new LockLostError(contender.key, 'deleted', 'our key vanished while we queued');
   return view;
 }
@@ -235,29 +247,16 @@ async function lookBehindAfterEnqueue(
  * vanished while queued from being told it holds the lock (the bug Jepsen found in etcd 3.4.3).
  * Resolves `undefined` when our key is gone.
  */
-async function lookBehind(
-  client: Etcd3,
-  contender: Contender,
-  ticket: Ticket,
-  limit: number,
-): Promise<QueueView | undefined> {
-  const reads = queueReads(contender.prefix, limit, ticket.fencingToken);
+async function lookBehind(client: Etcd3, contender: Contender, ticket: Ticket): Promise<QueueView | undefined> {
   const res = await txn(client, {
     compare: [
       { key: Buffer.from(ticket.holderKey), target: 'Create', result: 'Equal', create_revision: ticket.fencingToken },
     ],
-    success: reads.before,
+    success: [aheadOf(contender.prefix, ticket.fencingToken)],
     failure: [],
   });
   if (!res.succeeded) return undefined;
-  const ahead = res.responses[0]?.response_range.kvs ?? [];
-  return {
-    ticket,
-    revision: res.header.revision,
-    nearest: ahead.slice(0, limit),
-    head: res.responses[1]?.response_range.kvs[0],
-    ahead: ahead.length,
-  };
+  return { ticket, revision: res.header.revision, ahead: res.responses[0]?.response_range.kvs ?? [] };
 }
 
 /** Pauses between re-reads of the queue while etcd fails them: from 50 ms, doubling, up to 1 s. */
@@ -273,12 +272,11 @@ async function lookBehindPatiently(
   client: Etcd3,
   contender: Contender,
   ticket: Ticket,
-  limit: number,
   scope: WatchScope,
 ): Promise<QueueView | undefined> {
   for (let pauseMs = RETRY_FIRST_MS; ; pauseMs = Math.min(pauseMs * 2, RETRY_MAX_MS)) {
     try {
-      return await lookBehind(client, contender, ticket, limit);
+      return await lookBehind(client, contender, ticket);
     } catch (err) {
       if (!scope.active() || isLockError(err)) throw err;
       await scope.pause(pauseMs);
@@ -287,33 +285,23 @@ async function lookBehindPatiently(
   }
 }
 
+/** Every key under `prefix`. */
+function prefixRange(prefix: string): IRangeRequest {
+  return { key: Buffer.from(prefix), range_end: prefixEnd(Buffer.from(prefix)) };
+}
+
 /**
- * The range reads that describe the queue. `newest` (right after our put): the `limit + 1` newest keys, ours
- * and the nearest ahead, which is all a free lock needs. `before` (a re-read): every key ahead of ours, newest
- * first, and the head.
+ * Every key ahead of the one created at `fencingToken`, newest first, with values. Listed, not counted: etcd (3.4 at
+ * least) counts a range before it applies max_create_revision.
  */
-function queueReads(prefix: string, limit: number, before?: string): { newest: IRequestOp[]; before: IRequestOp[] } {
-  const range: IRangeRequest = { key: Buffer.from(prefix), range_end: prefixEnd(Buffer.from(prefix)) };
-  const head: IRequestOp = { request_range: { ...range, sort_target: 'Create', sort_order: 'Ascend', limit: 1 } };
-  if (before === undefined) {
-    return {
-      newest: [
-        {
-          request_range: { ...range, sort_target: 'Create', sort_order: 'Descend', limit: limit + 1, keys_only: true },
-        },
-      ],
-      before: [],
-    };
-  }
-  const earlier = { ...range, max_create_revision: (BigInt(before) - 1n).toString() };
+function aheadOf(prefix: string, fencingToken: string): IRequestOp {
   return {
-    newest: [],
-    before: [
-      // Listed, not counted: etcd (3.4 at least) counts a range before it applies max_create_revision. Names
-      // only: the first `limit` are the keys we wait on, the length is how many are ahead.
-      { request_range: { ...earlier, sort_target: 'Create', sort_order: 'Descend', keys_only: true } },
-      head,
-    ],
+    request_range: {
+      ...prefixRange(prefix),
+      max_create_revision: (BigInt(fencingToken) - 1n).toString(),
+      sort_target: 'Create',
+      sort_order: 'Descend',
+    },
   };
 }
 
@@ -337,7 +325,7 @@ function queueReads(prefix: string, limit: number, before?: string): { newest: I
  * revision). A watch cancelled by etcd (say, compaction) or a check that fails wakes the waiter too: it reads
  * the queue again, which is always safe. So does `maxWaitMs` passing with no news (see {@link recheckMsFor}).
  */
-class NearestWatch {
+class NearestWatch implements Waiter {
   readonly #client: Etcd3;
   /** The contender's watches: teardown cancels whatever is in there. */
   readonly #scopeWatchers: Set<Watcher>;
@@ -347,16 +335,26 @@ class NearestWatch {
   #wake: (() => void) | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(client: Etcd3, scopeWatchers: Set<Watcher>) {
+  constructor(
+    client: Etcd3,
+    scopeWatchers: Set<Watcher>,
+    private readonly limit: number,
+  ) {
     this.#client = client;
     this.#scopeWatchers = scopeWatchers;
+  }
+
+  /** Waits for one of the `limit` keys nearest ahead in `view` to go; the queue must then be read again. */
+  async next(view: QueueView, maxWaitMs: number): Promise<undefined> {
+    await this.#anyGone(view.ahead.slice(0, this.limit), view.revision, maxWaitMs);
+    return undefined;
   }
 
   /**
    * Resolves once one of `keys` (the nearest, as the read at `revision` found them) goes after `revision`, or
    * after `maxWaitMs` at the latest.
    */
-  async anyGone(keys: IKeyValue[], revision: string, maxWaitMs: number): Promise<void> {
+  async #anyGone(keys: IKeyValue[], revision: string, maxWaitMs: number): Promise<void> {
     const goneAt = this.#goneAt;
     this.#goneAt = undefined;
     // A key went after the read we are given, while we were reading: read again at once.
@@ -454,8 +452,8 @@ function watchOwnership(
     // etcd cancelled the watch (compaction, say): check the key now, and watch again from there.
     watchers.delete(watcher);
     void watcher.cancel().catch(() => undefined);
-    // The limit only shapes `nearest`, which is not used here.
-    lookBehindPatiently(client, contender, ticket, 1, scope).then((view) => {
+    scope.ownKeyWatchBroken = true;
+    lookBehindPatiently(client, contender, ticket, scope).then((view) => {
       if (!scope.active()) return;
       if (view) watchOwnership(client, contender, ticket, view.revision, scope);
       else fail(new LockLostError(contender.key, 'deleted', `${ticket.holderKey} is gone`));
