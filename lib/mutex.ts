@@ -147,9 +147,8 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
       (view) => view.ticket,
       () => undefined,
     );
-    const waiter: Waiter = options.orderedWatches
-      ? new QueueWatch(client, watchers, limit)
-      : new NearestWatch(client, watchers, limit);
+    // Made when we first wait: a free lock (most of them, at 10,000 locks) needs none.
+    let waiter: Waiter | undefined;
     const run = async (first: Promise<QueueView>) => {
       let view = await first;
       if (stopped) return;
@@ -163,6 +162,9 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
           const news = `${holder?.fencingToken}/${holder?.id}/${view.ahead.length}`;
           if (news !== told) subscriber.next({ kind: 'waiting', holder, ahead: view.ahead.length });
           told = news;
+          waiter ??= options.orderedWatches
+            ? new QueueWatch(client, watchers, limit)
+            : new NearestWatch(client, watchers, limit);
           const worked = await waiter.next(view, recheckMs);
           if (stopped) return;
           // A view worked out from the watches is trusted to hold only while our own key's watch ran unbroken.
@@ -175,7 +177,7 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
           view = next;
         }
       } finally {
-        waiter.close();
+        waiter?.close();
       }
       subscriber.next({ kind: 'acquired', ticket: view.ticket });
     };
@@ -183,7 +185,7 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
 
     return () => {
       stopped = true;
-      waiter.close();
+      waiter?.close();
       for (const end of pauses) end();
       for (const watcher of watchers) void watcher.cancel().catch(() => undefined);
       watchers.clear();
