@@ -177,11 +177,15 @@ describe('locker.lock$(id): one lock of a locker as a stream, on its session, ag
     const name = uniquePrefix('locker-stream');
     // The streams' locker talks to etcd through a proxy: paused, the deletes cannot reach etcd.
     const proxy = await startProxy(etcd.endpoints[0]!);
-    t.after(() => proxy.close());
     const client = new Etcd3({ hosts: proxy.endpoint, faultHandling: { host: () => noop, global: noop } });
-    t.after(() => client.close());
     const locker = createLocker(client, { name, ttl: 10 });
-    t.after(() => locker.close());
+    // In this order (after hooks run in the order they were added): the locker revokes its lease through the
+    // client, which needs the proxy.
+    t.after(async () => {
+      await locker.close();
+      client.close();
+      await proxy.close();
+    });
     const other = lockerFor(t, name);
     const releases: Promise<void>[] = [];
     const settled: boolean[] = [];
