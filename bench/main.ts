@@ -18,7 +18,7 @@ import { etcdLockV1 } from './locks/etcd-lock-v1.js';
 import { facade } from './locks/facade.js';
 import { floorTxnDelete } from './locks/floor.js';
 import { lockStream } from './locks/lock-stream.js';
-import { locker, lockerStream } from './locks/locker.js';
+import { facadeOnLocker, locker, lockerStream } from './locks/locker.js';
 import { describeMachine } from './machine.js';
 import { CHART_FILE, renderChart, renderReport } from './report.js';
 import { type BenchResults, emptyResults, type TopologyResults } from './results.js';
@@ -27,7 +27,7 @@ import { startServers } from './servers.js';
 import { measureStartup } from './startup.js';
 import { measureUncontended } from './uncontended.js';
 
-const UNCONTENDED = [floorTxnDelete, locker, lockerStream, lockStream, facade, etcd3Lock, etcdLockV1];
+const UNCONTENDED = [floorTxnDelete, locker, lockerStream, facadeOnLocker, lockStream, facade, etcd3Lock, etcdLockV1];
 const CONTENDED = [locker, lockerStream, lockStream, etcd3Lock, etcdLockV1];
 
 const config = readConfig();

@@ -19,6 +19,7 @@ export const SUBJECTS = {
   ours: 'lock$',
   locker: 'locker',
   lockerStream: 'locker.lock$',
+  facadeOnLocker: 'facade on a locker',
   etcd3: 'etcd3 Lock',
   v1: 'etcd-lock 1.1.0',
   baton: 'floor (baton)',
@@ -32,7 +33,7 @@ export function checkTargets(run: TopologyResults): TargetCheck[] {
   const checks: TargetCheck[] = [];
   const p50 = (short: string) => run.uncontended.find((row) => row.kind.short === short)?.latency.p50 ?? Number.NaN;
   if (run.uncontended.length > 0) {
-    for (const short of [SUBJECTS.ours, SUBJECTS.locker, SUBJECTS.lockerStream]) {
+    for (const short of [SUBJECTS.ours, SUBJECTS.locker, SUBJECTS.lockerStream, SUBJECTS.facadeOnLocker]) {
       const ours = p50(short);
       checks.push(
         check(

@@ -1,8 +1,10 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3 } from 'etcd3';
 import { BehaviorSubject, filter, firstValueFrom, type Observable, skip, Subject, type Subscription } from 'rxjs';
-import { type LockLostError, NotHeldError } from './errors.js';
+import { InvalidArgumentError, type LockLostError, NotHeldError } from './errors.js';
 import { lock$ } from './lock-stream.js';
+import { isLocker, type Locker } from './locker.js';
+import { validateLockId } from './locker-options.js';
 import {
   assertClient,
   resolveLockOptions,
@@ -38,7 +40,8 @@ export type FacadeState = LockState | { kind: 'idle'; key: string; id: string };
  * ```
  */
 export class Lock extends EventEmitter<{ error: [LockLostError] }> {
-  readonly #client: Etcd3;
+  /** Where the lock lives: its own lease on a client, or a lock of a locker (on the locker's lease). */
+  readonly #on: { client: Etcd3 } | { locker: Locker; lockId: string };
   readonly #key: string;
   readonly #id: string;
   #ttl: number;
@@ -57,16 +60,38 @@ export class Lock extends EventEmitter<{ error: [LockLostError] }> {
    * @param ttl lease TTL in whole seconds (default 60)
    * @throws InvalidArgumentError at once when an argument is missing or invalid
    */
-  constructor(etcd: Etcd3, key: string, id: string, ttl: number = DEFAULT_TTL_SECONDS) {
+  constructor(etcd: Etcd3, key: string, id: string, ttl?: number);
+  /**
+   * The lock `${locker.name}/${lockId}` on a locker's long-lived lease (see docs/locker.md): `lock()` and
+   * `unlock()` take and release it without a lease of their own. Its id, TTL and refresh interval are the
+   * locker's, and cannot be set here.
+   * @throws InvalidArgumentError at once for a bad lock id, or for an id or TTL passed as well
+   */
+  constructor(locker: Locker, lockId: string | number);
+  constructor(etcd: Etcd3 | Locker, key: string | number, id?: string, ttl?: number) {
     super();
-    // Checked here rather than at lock(): a facade with a bad argument is a bug to report at once.
-    resolveLockOptions(key, { id, ttl });
-    assertClient(etcd, 'etcd');
-    this.#client = etcd;
-    this.#key = validateKey(key);
-    this.#id = validateId(id);
-    this.#ttl = validateTtl(ttl);
-    this.#state$ = new BehaviorSubject<FacadeState>({ kind: 'idle', key, id });
+    if (isLocker(etcd)) {
+      if (id !== undefined || ttl !== undefined) {
+        throw new InvalidArgumentError(
+          'A Lock on a locker takes its holder id and TTL from the locker: `new Lock(locker, lockId)`',
+        );
+      }
+      const lockId = validateLockId(key);
+      this.#on = { locker: etcd, lockId };
+      this.#key = `${etcd.name}/${lockId}`;
+      this.#id = etcd.holderId;
+      this.#ttl = etcd.ttl;
+      this.#refreshInterval = etcd.refreshInterval;
+    } else {
+      // Checked here rather than at lock(): a facade with a bad argument is a bug to report at once.
+      resolveLockOptions(key, { id: id as string, ttl: ttl ?? DEFAULT_TTL_SECONDS });
+      assertClient(etcd, 'etcd');
+      this.#on = { client: etcd };
+      this.#key = validateKey(key);
+      this.#id = validateId(id);
+      this.#ttl = validateTtl(ttl ?? DEFAULT_TTL_SECONDS);
+    }
+    this.#state$ = new BehaviorSubject<FacadeState>({ kind: 'idle', key: this.#key, id: this.#id });
   }
 
   /** The lock's name. */
@@ -85,6 +110,7 @@ export class Lock extends EventEmitter<{ error: [LockLostError] }> {
   }
 
   set ttl(value: number) {
+    this.#assertOwnLease('ttl');
     this.#ttl = validateTtl(value);
   }
 
@@ -94,6 +120,7 @@ export class Lock extends EventEmitter<{ error: [LockLostError] }> {
   }
 
   set refreshInterval(value: number) {
+    this.#assertOwnLease('refreshInterval');
     this.#refreshInterval = validateRefreshInterval(value, Number.MAX_SAFE_INTEGER);
   }
 
@@ -114,6 +141,7 @@ export class Lock extends EventEmitter<{ error: [LockLostError] }> {
   }
 
   set limit(value: number) {
+    this.#assertOwnLease('limit');
     this.#limit = validateLimit(value);
   }
 
@@ -139,11 +167,12 @@ export class Lock extends EventEmitter<{ error: [LockLostError] }> {
    * Rejects with an `ETCDLOCK_UNAVAILABLE` error when etcd cannot be reached.
    */
   lock(): Promise<this> {
-    if (this.isHeld) return this.#refreshNow();
+    // On a locker, the session keeps itself alive: there is no lease of this lock's own to refresh.
+    if (this.isHeld) return 'locker' in this.#on ? Promise.resolve(this) : this.#refreshNow();
     if (this.#acquiring) return this.#acquiring.promise as Promise<this>;
-    let options;
+    let source$: Observable<LockState>;
     try {
-      options = resolveLockOptions(this.#key, { id: this.#id, ttl: this.#ttl, refreshInterval: this.refreshInterval });
+      source$ = this.#source();
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
@@ -154,17 +183,7 @@ export class Lock extends EventEmitter<{ error: [LockLostError] }> {
       reject = rej;
     });
     this.#acquiring = { promise, reject };
-    this.#subscription = lock$(this.#client, this.#key, {
-      id: options.id,
-      ttl: options.ttlSeconds,
-      refreshInterval: options.refreshIntervalMs,
-      limit: this.#limit,
-      refresh$: this.#refresh$,
-      onRelease: (released) => {
-        // Keep waiting for an earlier grant's release too (a lost lock's revoke may still be on its way).
-        this.#released = Promise.all([this.#released, released]).then(() => undefined);
-      },
-    }).subscribe({
+    this.#subscription = source$.subscribe({
       next: (state) => {
         this.#state$.next(state);
         if (state.kind === 'held') {
@@ -214,6 +233,36 @@ export class Lock extends EventEmitter<{ error: [LockLostError] }> {
 
   override toString(): string {
     return `[etcd-lock ${this.#key} ${this.#id}]`;
+  }
+
+  /** The stream this `lock()` subscribes to: `lock$` with the settings of now, or the locker's `lock$`. */
+  #source(): Observable<LockState> {
+    const onRelease = (released: Promise<void>) => {
+      // Keep waiting for an earlier grant's release too (a lost lock's revoke may still be on its way).
+      this.#released = Promise.all([this.#released, released]).then(() => undefined);
+    };
+    if ('locker' in this.#on) return this.#on.locker.lock$(this.#on.lockId, { onRelease });
+    const options = resolveLockOptions(this.#key, {
+      id: this.#id,
+      ttl: this.#ttl,
+      refreshInterval: this.refreshInterval,
+    });
+    return lock$(this.#on.client, this.#key, {
+      id: options.id,
+      ttl: options.ttlSeconds,
+      refreshInterval: options.refreshIntervalMs,
+      limit: this.#limit,
+      refresh$: this.#refresh$,
+      onRelease,
+    });
+  }
+
+  #assertOwnLease(setting: string): void {
+    if ('locker' in this.#on) {
+      throw new InvalidArgumentError(
+        `A Lock on a locker uses the locker's session: \`${setting}\` is set on createLocker(), not on the Lock`,
+      );
+    }
   }
 
   #stateOrUndefined(): LockState | undefined {

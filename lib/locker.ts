@@ -29,6 +29,10 @@ export interface Locker extends AsyncDisposable {
   readonly name: string;
   /** The value stored in each key of this locker: who holds the lock, as others see it. */
   readonly holderId: string;
+  /** The session lease's TTL asked for, in seconds. */
+  readonly ttl: number;
+  /** Milliseconds between keepalives of the session's lease. */
+  readonly refreshInterval: number;
   /** The session: its current state at subscribe, then every change; completes once `closed` or `failed`. */
   readonly state$: Observable<LockerState>;
   /** Every held lock that is lost (its key deleted or changed, or the session lost), as it happens. */
@@ -79,6 +83,11 @@ export interface Locker extends AsyncDisposable {
 export function createLocker(client: Etcd3, options: LockerOptions): Locker {
   assertClient(client);
   return new SessionLocker(client, resolveLockerOptions(options));
+}
+
+/** True for a locker made by {@link createLocker} (of this copy of the package). */
+export function isLocker(value: unknown): value is Locker {
+  return value instanceof SessionLocker;
 }
 
 /** One `lock(id)` call still waiting for its outcome. */
@@ -149,6 +158,14 @@ class SessionLocker implements Locker {
 
   get name(): string {
     return this.#options.name;
+  }
+
+  get ttl(): number {
+    return this.#options.ttlSeconds;
+  }
+
+  get refreshInterval(): number {
+    return this.#options.refreshIntervalMs;
   }
 
   get holderId(): string {

@@ -1,12 +1,13 @@
 /**
  * etcd-lock 2's Locker (lib/locker.ts, issue 6) as a contender: one `createLocker` per contender for the whole
  * run, so one long-lived lease (and one prefix watch) under every acquisition: one enqueue transaction and one
- * guarded delete per acquisition, no lease grant or revoke. Two rows: the promise API (`lock(id, { wait: true })`
- * then `release(id)`) and the stream (`locker.lock$(id)`, subscribed until held, then unsubscribed).
+ * guarded delete per acquisition, no lease grant or revoke. Three rows: the promise API (`lock(id, { wait: true })`
+ * then `release(id)`), the stream (`locker.lock$(id)`, subscribed until held, then unsubscribed), and the 1.x
+ * facade on the locker (`new Lock(locker, id)`, `lock()` then `unlock()`).
  */
 import { Etcd3 } from 'etcd3';
 import { filter, firstValueFrom } from 'rxjs';
-import { createLocker, isHeld } from '../built-lib.js';
+import { createLocker, isHeld, Lock } from '../built-lib.js';
 import type { Locker } from '../../lib/locker.js';
 import { untilReady } from '../until-ready.js';
 import { type Contender, type LockKind, type OpenOptions, TTL_SECONDS } from './kind.js';
@@ -68,4 +69,22 @@ export const lockerStream: LockKind = {
         await released;
       };
     }),
+};
+
+export const facadeOnLocker: LockKind = {
+  name: 'etcd-lock 2 facade `new Lock(locker, id)` (on one long-lived session per contender)',
+  short: 'facade on a locker',
+  open: (options) => {
+    let lock: InstanceType<typeof Lock> | undefined;
+    return lockerContender(options, async (locker, lockId) => {
+      if (!lock) {
+        lock = new Lock(locker, lockId);
+        // A loss reaches onLateError through lost$ already; an 'error' event without a listener would throw.
+        lock.on('error', () => undefined);
+      }
+      const held = lock;
+      await held.lock();
+      return () => held.unlock();
+    });
+  },
 };
