@@ -3,6 +3,7 @@ import { Observable } from 'rxjs';
 import { isLockError, LockBusyError, LockLostError, UnavailableError } from './errors.js';
 import { QueueWatch } from './queue-watch.js';
 import { type Lease, REQUEST_TIMEOUT_MS } from './session.js';
+import { WaiterWatches } from './waiter-watches.js';
 import type { Holder } from './state.js';
 
 /** One contender for a lock: who, under which prefix, on which lease. */
@@ -328,75 +329,48 @@ function aheadOf(prefix: string, fencingToken: string): IRequestOp {
  * the queue again, which is always safe. So does `maxWaitMs` passing with no news (see {@link recheckMsFor}).
  */
 class NearestWatch implements Waiter {
-  readonly #client: Etcd3;
-  /** The contender's watches: teardown cancels whatever is in there. */
-  readonly #scopeWatchers: Set<Watcher>;
-  readonly #byKey = new Map<string, Watcher>();
+  readonly #watches: WaiterWatches;
   /** The newest revision at which a watched key went since the last wait; `'any'` when unknown. */
   #goneAt: bigint | 'any' | undefined;
-  #wake: (() => void) | undefined;
-  #timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     client: Etcd3,
     scopeWatchers: Set<Watcher>,
     private readonly limit: number,
   ) {
-    this.#client = client;
-    this.#scopeWatchers = scopeWatchers;
-  }
-
-  /** Waits for one of the `limit` keys nearest ahead in `view` to go; the queue must then be read again. */
-  async next(view: QueueView, maxWaitMs: number): Promise<undefined> {
-    await this.#anyGone(view.ahead.slice(0, this.limit), view.revision, maxWaitMs);
-    return undefined;
+    this.#watches = new WaiterWatches(client, scopeWatchers);
   }
 
   /**
-   * Resolves once one of `keys` (the nearest, as the read at `revision` found them) goes after `revision`, or
-   * after `maxWaitMs` at the latest.
+   * Resolves once one of the `limit` keys nearest ahead in `view` goes after the view's revision, or after
+   * `maxWaitMs` at the latest; the queue must then be read again.
    */
-  async #anyGone(keys: IKeyValue[], revision: string, maxWaitMs: number): Promise<void> {
+  async next(view: QueueView, maxWaitMs: number): Promise<undefined> {
     const goneAt = this.#goneAt;
     this.#goneAt = undefined;
     // A key went after the read we are given, while we were reading: read again at once.
-    if (goneAt === 'any' || (goneAt !== undefined && goneAt > BigInt(revision))) return;
-    const wanted = new Map(keys.map((kv) => [kv.key.toString(), kv]));
-    for (const [key, watcher] of this.#byKey) if (!wanted.has(key)) this.#drop(key, watcher);
-    for (const [key, kv] of wanted) if (!this.#byKey.has(key)) this.#open(key, kv.create_revision, revision);
-    await new Promise<void>((resolve) => {
-      this.#wake = resolve;
-      this.#timer = setTimeout(() => this.#wakeUp(), maxWaitMs);
-    });
+    if (goneAt === 'any' || (goneAt !== undefined && goneAt > BigInt(view.revision))) return undefined;
+    const wanted = new Map(view.ahead.slice(0, this.limit).map((kv) => [kv.key.toString(), kv]));
+    this.#watches.keepOnly(wanted);
+    for (const [key, kv] of wanted) if (!this.#watches.has(key)) this.#open(key, kv.create_revision, view.revision);
+    await this.#watches.sleep(maxWaitMs);
+    return undefined;
   }
 
-  /** Cancels every watch and the pending wait's timer. */
   close(): void {
-    for (const [key, watcher] of this.#byKey) this.#drop(key, watcher);
-    clearTimeout(this.#timer);
-    this.#wake = undefined;
-  }
-
-  #wakeUp(): void {
-    clearTimeout(this.#timer);
-    const wake = this.#wake;
-    this.#wake = undefined;
-    wake?.();
+    this.#watches.close();
   }
 
   /** Watches `key` (created at `createRevision`, as the read at `revision` found it) from now on. */
   #open(key: string, createRevision: string, revision: string): void {
-    const watcher = this.#client.watch().key(Buffer.from(key)).watcher();
-    this.#byKey.set(key, watcher);
-    this.#scopeWatchers.add(watcher);
-    const ours = () => this.#byKey.get(key) === watcher;
+    const watches = this.#watches;
+    const watcher = watches.open(key);
     const gone = (at: bigint | 'any') => {
-      // Events of a watch we have dropped (its key is no longer among the nearest) are old news.
-      if (!ours()) return;
-      this.#drop(key, watcher);
+      if (!watches.isCurrent(key, watcher)) return;
+      watches.drop(key);
       const before = this.#goneAt;
       this.#goneAt = before === 'any' || at === 'any' ? 'any' : before !== undefined && before > at ? before : at;
-      this.#wakeUp();
+      watches.wake();
     };
     /** Up to which revision we know the key was still there. */
     let seenAt = BigInt(revision);
@@ -404,8 +378,8 @@ class NearestWatch implements Waiter {
     // started from: the changes after `seenAt` and up to that one are read by hand.
     watcher.on('connected', (res: { header: { revision: string } }) => {
       const startedAt = BigInt(res.header.revision);
-      if (!ours() || startedAt <= seenAt) return;
-      txn(this.#client, { compare: [], success: [{ request_range: { key: Buffer.from(key) } }], failure: [] }).then(
+      if (!watches.isCurrent(key, watcher) || startedAt <= seenAt) return;
+      txn(watches.client, { compare: [], success: [{ request_range: { key: Buffer.from(key) } }], failure: [] }).then(
         (read) => {
           const kv = read.responses[0]?.response_range.kvs[0];
           if (kv?.create_revision !== createRevision) gone(BigInt(read.header.revision));
@@ -416,12 +390,6 @@ class NearestWatch implements Waiter {
     });
     watcher.on('delete', (kv: IKeyValue) => gone(kv.mod_revision ? BigInt(kv.mod_revision) : 'any'));
     watcher.on('error', () => gone('any'));
-  }
-
-  #drop(key: string, watcher: Watcher): void {
-    this.#byKey.delete(key);
-    this.#scopeWatchers.delete(watcher);
-    void watcher.cancel().catch(() => undefined);
   }
 }
 

@@ -1,10 +1,11 @@
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import type { QueueView } from './mutex.js';
+import { WaiterWatches } from './waiter-watches.js';
 
 /**
  * How a waiter follows the queue when every watch of its client comes from one etcd watch (a locker's
  * SharedWatch): it watches every key ahead of its own, wakes when one of the `limit` nearest goes (as
- * {@link NearestWatch} does), and works out the queue itself, with no read.
+ * NearestWatch (mutex.ts) does), and works out the queue itself, with no read.
  *
  * Why no read is needed there, when etcd's own lock reads the queue again after each wake-up: keys ahead of ours
  * never appear (a new key's create revision is above ours), they only go, so the keys ahead are those of our last
@@ -25,46 +26,35 @@ import type { QueueView } from './mutex.js';
  * waiters just behind it, as etcd's lock does, with no request.
  */
 export class QueueWatch {
-  readonly #client: Etcd3;
-  /** The contender's watches: teardown cancels whatever is in there. */
-  readonly #scopeWatchers: Set<Watcher>;
-  readonly #byKey = new Map<string, Watcher>();
+  readonly #watches: WaiterWatches;
   /** Keys ahead that went, with the revision at which they went, not yet taken into a view. */
   readonly #gone = new Map<string, bigint>();
   /** The `limit` keys just ahead of ours in the view waited on: only their going wakes the waiter. */
   #nearest = new Set<string>();
   #failed = false;
-  #wake: (() => void) | undefined;
-  #timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     client: Etcd3,
     scopeWatchers: Set<Watcher>,
     private readonly limit: number,
   ) {
-    this.#client = client;
-    this.#scopeWatchers = scopeWatchers;
+    this.#watches = new WaiterWatches(client, scopeWatchers);
   }
 
   /**
    * Resolves with the queue, worked out here, once one of the `limit` keys just ahead of ours goes (the others
    * that went meanwhile taken out too: a key further ahead that goes changes neither whether we hold nor whom we
-   * wait on, so it wakes nobody, as in {@link NearestWatch}). Resolves `undefined` when the queue must be read
-   * again: a watch failed, or `maxWaitMs` passed with no news (the shared watch may be stalled).
+   * wait on, so it wakes nobody, as in NearestWatch). Resolves `undefined` when the queue must be read again: a
+   * watch failed, or `maxWaitMs` passed with no news (the shared watch may be stalled).
    */
   async next(view: QueueView, maxWaitMs: number): Promise<QueueView | undefined> {
     if (!this.#failed) {
       const wanted = new Set(view.ahead.map((kv) => kv.key.toString()));
       this.#nearest = new Set(view.ahead.slice(0, this.limit).map((kv) => kv.key.toString()));
-      for (const [key, watcher] of this.#byKey) if (!wanted.has(key)) this.#drop(key, watcher);
+      this.#watches.keepOnly(wanted);
       for (const key of this.#gone.keys()) if (!wanted.has(key)) this.#gone.delete(key);
-      for (const key of wanted) if (!this.#byKey.has(key) && !this.#gone.has(key)) this.#open(key, view.revision);
-      if (!this.#nearestWent()) {
-        await new Promise<void>((resolve) => {
-          this.#wake = resolve;
-          this.#timer = setTimeout(() => this.#wakeUp(), maxWaitMs);
-        });
-      }
+      for (const key of wanted) if (!this.#watches.has(key) && !this.#gone.has(key)) this.#open(key, view.revision);
+      if (!this.#nearestWent()) await this.#watches.sleep(maxWaitMs);
     }
     if (this.#failed || !this.#nearestWent()) {
       this.#failed = false;
@@ -76,10 +66,8 @@ export class QueueWatch {
 
   /** Cancels every watch and the pending wait's timer. */
   close(): void {
-    for (const [key, watcher] of this.#byKey) this.#drop(key, watcher);
+    this.#watches.close();
     this.#gone.clear();
-    clearTimeout(this.#timer);
-    this.#wake = undefined;
   }
 
   #nearestWent(): boolean {
@@ -96,40 +84,21 @@ export class QueueWatch {
     return { ticket: view.ticket, revision: revision.toString(), ahead };
   }
 
-  #wakeUp(): void {
-    clearTimeout(this.#timer);
-    const wake = this.#wake;
-    this.#wake = undefined;
-    wake?.();
-  }
-
   /** Watches `key` (there at `revision`, as the read found it) from just after `revision`. */
   #open(key: string, revision: string): void {
-    const watcher = this.#client
-      .watch()
-      .key(Buffer.from(key))
-      .startRevision((BigInt(revision) + 1n).toString())
-      .watcher();
-    this.#byKey.set(key, watcher);
-    this.#scopeWatchers.add(watcher);
-    const ours = () => this.#byKey.get(key) === watcher;
+    const watches = this.#watches;
+    const watcher = watches.open(key, revision);
     watcher.on('delete', (kv: IKeyValue) => {
-      if (!ours()) return;
-      this.#drop(key, watcher);
+      if (!watches.isCurrent(key, watcher)) return;
+      watches.drop(key);
       this.#gone.set(key, BigInt(kv.mod_revision));
-      if (this.#nearest.has(key)) this.#wakeUp();
+      if (this.#nearest.has(key)) watches.wake();
     });
     watcher.on('error', () => {
-      if (!ours()) return;
-      for (const [other, w] of this.#byKey) this.#drop(other, w);
+      if (!watches.isCurrent(key, watcher)) return;
+      watches.keepOnly(new Set());
       this.#failed = true;
-      this.#wakeUp();
+      watches.wake();
     });
-  }
-
-  #drop(key: string, watcher: Watcher): void {
-    this.#byKey.delete(key);
-    this.#scopeWatchers.delete(watcher);
-    void watcher.cancel().catch(() => undefined);
   }
 }

@@ -5,22 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
-import { Etcd3 } from 'etcd3';
 import { isLockError } from '../../lib/errors.js';
 import { createLocker, type Locker } from '../../lib/locker.js';
 import type { LockerLockState } from '../../lib/locker-state.js';
 import { etcdForSuite, listKeys, uniquePrefix } from '../support/etcd.js';
+import { countingClient } from '../support/counting-client.js';
+import { until } from '../support/poll.js';
 import { sleep } from '../support/recorder.js';
-
-const WAIT_MS = 20_000;
-
-async function until(probe: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  const start = performance.now();
-  while (!(await probe())) {
-    if (performance.now() - start > WAIT_MS) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
 
 /** The outcome of a promise, without waiting for it. */
 function settle<T>(promise: Promise<T>): { value?: T; error?: unknown; done: boolean } {
@@ -37,20 +28,14 @@ describe('a locker waiter follows the queue by watch, against a real etcd', () =
 
   /** A locker on a client of its own that counts the transactions sent through it. */
   function countingLocker(t: TestContext, name: string): { locker: Locker; txns: () => number } {
-    const client = new Etcd3({ hosts: etcd.endpoints });
-    let count = 0;
-    const txn = client.kv.txn.bind(client.kv);
-    client.kv.txn = (...args: Parameters<typeof txn>) => {
-      count++;
-      return txn(...args);
-    };
+    const { client, txns } = countingClient(etcd.endpoints);
     const locker = createLocker(client, { name, ttl: 10 });
     // The locker first: closing it revokes its lease through this client.
     t.after(async () => {
       await locker.close();
       client.close();
     });
-    return { locker, txns: () => count };
+    return { locker, txns };
   }
 
   function states(t: TestContext, locker: Locker, id: string): LockerLockState[] {
@@ -58,6 +43,20 @@ describe('a locker waiter follows the queue by watch, against a real etcd', () =
     const subscription = locker.lockState$(id).subscribe((state) => seen.push(state));
     t.after(() => subscription.unsubscribe());
     return seen;
+  }
+
+  /** Lock `a` held by a first locker, and a second locker's lock('a') queued behind it, with its queued key. */
+  async function holderAndWaiter(t: TestContext) {
+    const name = uniquePrefix('locker-queue');
+    const first = countingLocker(t, name);
+    const second = countingLocker(t, name);
+    const held = await first.locker.lock('a');
+    const seen = states(t, second.locker, 'a');
+    const call = settle(second.locker.lock('a', { wait: true }));
+    await until(() => seen.some((s) => s.kind === 'acquiring' && s.ahead === 1), 'queued');
+    const queuedKey = (await listKeys(etcd.endpoints, `${name}/a/`)).find((key) => key !== held.holderKey);
+    assert.ok(queuedKey, 'the waiter key');
+    return { name, first, held, seen, call, queuedKey };
   }
 
   it('each waiter takes the lock in its turn with no transaction of its own, however far back it queued', async (t) => {
@@ -120,15 +119,7 @@ describe('a locker waiter follows the queue by watch, against a real etcd', () =
 
   for (const order of ['own key first', 'holder key first'] as const) {
     it(`a waiter whose key goes in the same transaction as the holder's (${order}) is not told it holds`, async (t) => {
-      const name = uniquePrefix('locker-queue');
-      const first = countingLocker(t, name);
-      const second = countingLocker(t, name);
-      const held = await first.locker.lock('a');
-      const seen = states(t, second.locker, 'a');
-      const call = settle(second.locker.lock('a', { wait: true }));
-      await until(() => seen.some((s) => s.kind === 'acquiring' && s.ahead === 1), 'queued');
-      const queuedKey = (await listKeys(etcd.endpoints, `${name}/a/`)).find((key) => key !== held.holderKey);
-      assert.ok(queuedKey, 'the waiter key');
+      const { name, held, seen, call, queuedKey } = await holderAndWaiter(t);
       const deletes = order === 'own key first' ? [queuedKey, held.holderKey] : [held.holderKey, queuedKey];
       await etcd.client.kv.txn({
         compare: [],
@@ -145,15 +136,7 @@ describe('a locker waiter follows the queue by watch, against a real etcd', () =
   }
 
   it('a waiter whose key went before the holder released is not told it holds', async (t) => {
-    const name = uniquePrefix('locker-queue');
-    const first = countingLocker(t, name);
-    const second = countingLocker(t, name);
-    const held = await first.locker.lock('a');
-    const seen = states(t, second.locker, 'a');
-    const call = settle(second.locker.lock('a', { wait: true }));
-    await until(() => seen.some((s) => s.kind === 'acquiring' && s.ahead === 1), 'queued');
-    const queuedKey = (await listKeys(etcd.endpoints, `${name}/a/`)).find((key) => key !== held.holderKey);
-    assert.ok(queuedKey);
+    const { first, seen, call, queuedKey } = await holderAndWaiter(t);
     await etcd.client.delete().key(queuedKey).exec();
     await first.locker.release('a');
     await until(() => call.done, 'the waiting lock() to end');

@@ -9,18 +9,10 @@ import type { LockerStreamState } from '../../lib/locker-stream.js';
 import { whileHeld } from '../../lib/while-held.js';
 import { etcdForSuite, listKeys, listLeases, uniquePrefix } from '../support/etcd.js';
 import { startProxy } from '../support/proxy.js';
+import { until } from '../support/poll.js';
 import { sleep } from '../support/recorder.js';
 
 const WAIT_MS = 20_000;
-
-/** Polls `probe` (sync or async) until it is true, failing after a generous time. */
-async function until(probe: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  const start = performance.now();
-  while (!(await probe())) {
-    if (performance.now() - start > WAIT_MS) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 /** A stream's states as they come, and how it ended. */
 interface Watched {

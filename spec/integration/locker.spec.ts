@@ -8,6 +8,7 @@ import { createLocker, type Locker } from '../../lib/locker.js';
 import type { LockerLockState, LockerLost, LockerState } from '../../lib/locker-state.js';
 import { etcdForSuite, listKeys, listLeases, uniquePrefix } from '../support/etcd.js';
 import { etcdctlLock } from '../support/etcdctl-lock.js';
+import { countingClient } from '../support/counting-client.js';
 import { until } from '../support/poll.js';
 import { startProxy, type TcpProxy } from '../support/proxy.js';
 import { sleep } from '../support/recorder.js';
@@ -62,17 +63,11 @@ function recordLosses(locker: Locker, t: TestContext): LockerLost[] {
   return losses;
 }
 
-/** A client of its own that counts the transactions sent through it. */
-function countingClient(t: TestContext, hosts: string[]): { client: Etcd3; txns: () => number } {
-  const client = new Etcd3({ hosts });
-  t.after(() => client.close());
-  let count = 0;
-  const txn = client.kv.txn.bind(client.kv);
-  client.kv.txn = (...args: Parameters<typeof txn>) => {
-    count++;
-    return txn(...args);
-  };
-  return { client, txns: () => count };
+/** A client of its own that counts the transactions sent through it, closed after the test. */
+function countingClientFor(t: TestContext, hosts: string[]): { client: Etcd3; txns: () => number } {
+  const counting = countingClient(hosts);
+  t.after(() => counting.client.close());
+  return counting;
 }
 
 /** Every lock state of `id`, recorded as it comes. */
@@ -177,7 +172,7 @@ describe('createLocker: many locks on one session, against a real etcd', () => {
 
   it('lock(id) twice at once makes one round trip and both resolve; once held, lock(id) answers without one', async (t) => {
     const name = uniquePrefix('locker');
-    const { client, txns } = countingClient(t, etcd.endpoints);
+    const { client, txns } = countingClientFor(t, etcd.endpoints);
     const locker = lockerFor(t, name, {}, client);
     await ready(locker);
     const [first, second] = await Promise.all([locker.lock('x'), locker.lock('x')]);
@@ -190,7 +185,7 @@ describe('createLocker: many locks on one session, against a real etcd', () => {
 
   it('one lease, one watch and few transactions for hundreds of locks', async (t) => {
     const name = uniquePrefix('locker');
-    const { client, txns } = countingClient(t, etcd.endpoints);
+    const { client, txns } = countingClientFor(t, etcd.endpoints);
     const watchersBefore = await etcdWatchers();
     const leasesBefore = new Set(await listLeases(etcd.endpoints));
     const locker = lockerFor(t, name, {}, client);

@@ -1,0 +1,74 @@
+import type { Etcd3, Watcher } from 'etcd3';
+
+/**
+ * What every waiter of contend$ keeps while it waits (see NearestWatch in mutex.ts and QueueWatch): one watch per
+ * key it follows, registered with the contender so that teardown cancels them, and the one pending wait, which
+ * ends when woken or after a time, whichever comes first (no timer outlives it).
+ */
+export class WaiterWatches {
+  readonly client: Etcd3;
+  /** The contender's watches: teardown cancels whatever is in there. */
+  readonly #scope: Set<Watcher>;
+  readonly #byKey = new Map<string, Watcher>();
+  #wake: (() => void) | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(client: Etcd3, scope: Set<Watcher>) {
+    this.client = client;
+    this.#scope = scope;
+  }
+
+  /** Watches `key` from just after `afterRevision`, or from now without one. */
+  open(key: string, afterRevision?: string): Watcher {
+    const builder = this.client.watch().key(Buffer.from(key));
+    if (afterRevision !== undefined) builder.startRevision((BigInt(afterRevision) + 1n).toString());
+    const watcher = builder.watcher();
+    this.#byKey.set(key, watcher);
+    this.#scope.add(watcher);
+    return watcher;
+  }
+
+  has(key: string): boolean {
+    return this.#byKey.has(key);
+  }
+
+  /** False once `watcher` was dropped: the events of a dropped watch are old news. */
+  isCurrent(key: string, watcher: Watcher): boolean {
+    return this.#byKey.get(key) === watcher;
+  }
+
+  /** Drops every watch whose key is not in `keys`. */
+  keepOnly(keys: { has(key: string): boolean }): void {
+    for (const key of [...this.#byKey.keys()]) if (!keys.has(key)) this.drop(key);
+  }
+
+  drop(key: string): void {
+    const watcher = this.#byKey.get(key);
+    if (!watcher) return;
+    this.#byKey.delete(key);
+    this.#scope.delete(watcher);
+    void watcher.cancel().catch(() => undefined);
+  }
+
+  /** Resolves on {@link wake}, or after `maxWaitMs` at the latest. */
+  sleep(maxWaitMs: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.#wake = resolve;
+      this.#timer = setTimeout(() => this.wake(), maxWaitMs);
+    });
+  }
+
+  wake(): void {
+    clearTimeout(this.#timer);
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+
+  /** Cancels every watch and the pending wait's timer (the wait itself is abandoned, not resolved). */
+  close(): void {
+    this.keepOnly(new Set());
+    clearTimeout(this.#timer);
+    this.#wake = undefined;
+  }
+}
