@@ -86,10 +86,10 @@ export function leader$(client: Etcd3, name: string): Observable<Leader | null> 
         emitIfChanged();
       });
       current.on('error', () => {
-        // etcd cancelled the watch (a compaction, say): read the candidates again and watch from there.
+        // etcd cancelled the watch (a compaction, say): read the candidates again and watch from there. Not
+        // current.cancel(): etcd3 has already let go of it (see WaiterWatches.forget).
         if (watcher !== current) return;
         watcher = undefined;
-        void current.cancel().catch(() => undefined);
         if (!stopped) follow().catch(fail);
       });
     };

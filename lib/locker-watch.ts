@@ -162,8 +162,8 @@ export class SharedWatch {
     watcher.on('delete', (kv: IKeyValue) => this.#dispatch('delete', kv));
     watcher.on('error', () => {
       // etcd cancelled the watch (a compaction, say): every per-key watch reads its key again, and we start over.
+      // Not watcher.cancel(): etcd3 has already let go of it (see WaiterWatches.forget).
       if (watcher !== this.#watcher) return;
-      void watcher.cancel().catch(() => undefined);
       this.#syncedAfter = undefined;
       this.#recent = [];
       const watches = [...this.#byKey.values()].flatMap((set) => [...set]);

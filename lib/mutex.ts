@@ -365,9 +365,10 @@ class NearestWatch implements Waiter {
   #open(key: string, createRevision: string, revision: string): void {
     const watches = this.#watches;
     const watcher = watches.open(key);
-    const gone = (at: bigint | 'any') => {
+    const gone = (at: bigint | 'any', cancelledByEtcd = false) => {
       if (!watches.isCurrent(key, watcher)) return;
-      watches.drop(key);
+      if (cancelledByEtcd) watches.forget(key);
+      else watches.drop(key);
       const before = this.#goneAt;
       this.#goneAt = before === 'any' || at === 'any' ? 'any' : before !== undefined && before > at ? before : at;
       watches.wake();
@@ -389,7 +390,7 @@ class NearestWatch implements Waiter {
       );
     });
     watcher.on('delete', (kv: IKeyValue) => gone(kv.mod_revision ? BigInt(kv.mod_revision) : 'any'));
-    watcher.on('error', () => gone('any'));
+    watcher.on('error', () => gone('any', true));
   }
 }
 
@@ -419,9 +420,9 @@ function watchOwnership(
     lost('changed', `${ticket.holderKey} was overwritten at revision ${kv.mod_revision}`);
   });
   watcher.on('error', () => {
-    // etcd cancelled the watch (compaction, say): check the key now, and watch again from there.
+    // etcd cancelled the watch (compaction, say): check the key now, and watch again from there. Not
+    // watcher.cancel(): etcd3 has already let go of it (see WaiterWatches.forget).
     watchers.delete(watcher);
-    void watcher.cancel().catch(() => undefined);
     scope.ownKeyWatchBroken = true;
     lookBehindPatiently(client, contender, ticket, scope).then((view) => {
       if (!scope.active()) return;

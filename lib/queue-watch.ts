@@ -96,6 +96,7 @@ export class QueueWatch {
     });
     watcher.on('error', () => {
       if (!watches.isCurrent(key, watcher)) return;
+      watches.forget(key);
       watches.keepOnly(new Set());
       this.#failed = true;
       watches.wake();
