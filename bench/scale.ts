@@ -18,6 +18,7 @@ import { timedOut } from './deadline.js';
 import { acquireOnLease, openSession } from './locks/session-mutex.js';
 import { createLocker, isHeld, lock$ } from './built-lib.js';
 import type { Locker } from '../lib/locker.js';
+import type { LockerStreamState } from '../lib/locker-stream.js';
 import { memoryNow } from './memory.js';
 import { forEachLimited } from './pool.js';
 import { grpcCounts } from './metrics.js';
@@ -119,29 +120,39 @@ function lockerHolding(by: 'release' | 'close') {
   };
 }
 
-/** The Locker's streams: `locker.lock$(id)` subscribed N times at once, unsubscribed N times, then `close()`. */
+/**
+ * The Locker's streams: `locker.lock$(id)` subscribed N times at once, unsubscribed N times, then `close()`. The
+ * harness keeps only each stream's Subscription, as a user must (one observer and one onRelease serve them all),
+ * so that the memory column is the library's, as for the rows above.
+ */
 function lockerStreamHolding(client: Etcd3, prefix: string, locks: number, fail: () => void): Holding {
   let locker: Locker | undefined;
-  const held: { stop: () => void; released: () => Promise<void> }[] = [];
+  const subscriptions: Subscription[] = [];
+  const releases: Promise<void>[] = [];
   return {
-    acquireAll: async () => {
-      locker = createLocker(client, { name: prefix, holderId: 'scale', ttl: SCALE_TTL_SECONDS });
-      await Promise.all(
-        Array.from({ length: locks }, async (_, i) => {
-          let released = Promise.resolve();
-          const onRelease = (done: Promise<void>) => void (released = done);
-          try {
-            const { stop } = await untilReady(locker!.lock$(i, { onRelease }), isHeld, fail);
-            held.push({ stop, released: () => released });
-          } catch {
+    acquireAll: () =>
+      new Promise<void>((resolve) => {
+        locker = createLocker(client, { name: prefix, holderId: 'scale', ttl: SCALE_TTL_SECONDS });
+        let pending = locks;
+        const settled = () => {
+          if (--pending === 0) resolve();
+        };
+        // A stream that fails before it holds counts as settled; one that fails later is a loss, counted by fail().
+        const observer = {
+          next: (state: LockerStreamState) => {
+            if (state.kind === 'held') settled();
+          },
+          error: () => {
             fail();
-          }
-        }),
-      );
-    },
+            settled();
+          },
+        };
+        const onRelease = (released: Promise<void>) => void releases.push(released);
+        for (let i = 0; i < locks; i++) subscriptions.push(locker.lock$(i, { onRelease }).subscribe(observer));
+      }),
     releaseAll: async () => {
-      for (const lock of held) lock.stop();
-      await Promise.all(held.map((lock) => lock.released()));
+      for (const subscription of subscriptions) subscription.unsubscribe();
+      await Promise.all(releases);
       await locker?.close();
     },
   };

@@ -1,5 +1,5 @@
 import type { Etcd3 } from 'etcd3';
-import { BehaviorSubject, Observable, Subject, type Subscriber, type Subscription } from 'rxjs';
+import { BehaviorSubject, Observable, Subject, type Subscription } from 'rxjs';
 import { LockBusyError, LockLostError, LockTimeoutError, NotHeldError, UnavailableError } from './errors.js';
 import {
   type LockerLockOptions,
@@ -12,7 +12,14 @@ import {
 import { TxnBatcher } from './locker-batch.js';
 import { retryingSession$, type SessionPhase } from './locker-session.js';
 import type { LockerHeld, LockerLockState, LockerLost, LockerState } from './locker-state.js';
-import { lockerLock$, type LockerStreamOptions, type LockerStreamState } from './locker-stream.js';
+import {
+  type LockObserver,
+  type LockerPort,
+  lockerLock$,
+  type LockerStreamOptions,
+  type LockerStreamState,
+  type LockRequest,
+} from './locker-stream.js';
 import { SharedWatch, sessionClient } from './locker-watch.js';
 import { contend$, type MutexEvent } from './mutex.js';
 import { assertClient } from './options.js';
@@ -125,7 +132,11 @@ class SessionLocker implements Locker {
   readonly #entries = new Map<string, Entry>();
   /** Per id, the release of its last attempt (a deleted key) still on its way: the next attempt waits for it. */
   readonly #releasing = new Map<string, Promise<void>>();
-  readonly #observers = new Map<string, Set<Subscriber<LockerLockState>>>();
+  readonly #observers = new Map<string, Set<LockObserver>>();
+  /** The observers that also want the session's keepalives (`locker.lock$` streams). */
+  readonly #refreshObservers = new Set<LockObserver>();
+  /** What `lock$(id)` streams use of this locker: one object for all of them. */
+  readonly #port: LockerPort;
   readonly #state$: BehaviorSubject<LockerState>;
   readonly #lost$ = new Subject<LockerLost>();
   readonly #refreshNow$ = new Subject<void>();
@@ -144,6 +155,12 @@ class SessionLocker implements Locker {
     this.#options = options;
     this.#state$ = new BehaviorSubject<LockerState>({ kind: 'connecting', name: options.name, attempt: 1 });
     this.#watch = new SharedWatch(client, `${options.name}/`);
+    this.#port = {
+      locker: this,
+      released: (lockId) => this.#releasing.get(lockId) ?? Promise.resolve(),
+      request: (lockId, options) => this.#request(lockId, options),
+      observe: (lockId, observer) => this.#observe(lockId, observer),
+    };
     this.#sessionSubscription = retryingSession$(client, options, {
       refreshNow$: this.#refreshNow$,
       onRelease: (revoked) => {
@@ -182,29 +199,40 @@ class SessionLocker implements Locker {
 
   lock(id: string | number, options?: LockerLockOptions): Promise<LockerHeld> {
     let lockId: string;
-    let o: ReturnType<typeof resolveLockerLockOptions>;
     try {
       lockId = validateLockId(id);
-      o = resolveLockerLockOptions(options);
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
-    const signal = o.signal;
-    if (signal?.aborted) return Promise.reject(signal.reason as Error);
-    if (this.#closing) return Promise.reject(this.#closedError());
-    if (this.#failure) return Promise.reject(this.#failure);
-    const existing = this.#entries.get(lockId);
-    if (existing?.held) return Promise.resolve(existing.held);
+    return this.#request(lockId, options).held;
+  }
 
-    return new Promise<LockerHeld>((resolve, reject) => {
-      const entry = existing ?? this.#newEntry(lockId);
+  /** `lock(id)`, and a way to withdraw that one call while it waits (as its own AbortSignal would). */
+  #request(lockId: string, options: LockerLockOptions | undefined): LockRequest {
+    let o: ReturnType<typeof resolveLockerLockOptions>;
+    try {
+      o = resolveLockerLockOptions(options);
+    } catch (err) {
+      return refused(err instanceof Error ? err : new Error(String(err)));
+    }
+    const signal = o.signal;
+    if (signal?.aborted) return refused(signal.reason as Error);
+    if (this.#closing) return refused(this.#closedError());
+    if (this.#failure) return refused(this.#failure);
+    const existing = this.#entries.get(lockId);
+    if (existing?.held) return { held: Promise.resolve(existing.held), withdraw: () => undefined };
+
+    let entry: Entry;
+    let caller: Caller;
+    const held = new Promise<LockerHeld>((resolve, reject) => {
+      entry = existing ?? this.#newEntry(lockId);
       let timer: NodeJS.Timeout | undefined;
       const onAbort = () => this.#abandon(entry, caller, signal?.reason);
       const done = () => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
       };
-      const caller: Caller = {
+      caller = {
         wait: o.wait,
         resolve: (held) => {
           done();
@@ -233,6 +261,7 @@ class SessionLocker implements Locker {
       // Otherwise this caller shares the attempt in flight. A try-once attempt that turns out busy is started
       // again in waiting mode for the callers who want to wait (see #onFailure).
     });
+    return { held, withdraw: (reason) => this.#abandon(entry, caller, reason) };
   }
 
   async release(id: string | number): Promise<void> {
@@ -254,25 +283,11 @@ class SessionLocker implements Locker {
 
   lockState$(id: string | number): Observable<LockerLockState> {
     const lockId = validateLockId(id);
-    return new Observable<LockerLockState>((subscriber) => {
-      subscriber.next(this.#stateOf(lockId));
-      if (this.#finished) {
-        subscriber.complete();
-        return;
-      }
-      let observers = this.#observers.get(lockId);
-      if (!observers) this.#observers.set(lockId, (observers = new Set()));
-      observers.add(subscriber);
-      return () => {
-        observers.delete(subscriber);
-        if (observers.size === 0 && this.#observers.get(lockId) === observers) this.#observers.delete(lockId);
-      };
-    });
+    return new Observable<LockerLockState>((subscriber) => this.#observe(lockId, subscriber));
   }
 
   lock$(id: string | number, options?: LockerStreamOptions): Observable<LockerStreamState> {
-    const released = (lockId: string) => this.#releasing.get(lockId) ?? Promise.resolve();
-    return lockerLock$({ locker: this, released }, id, options);
+    return lockerLock$(this.#port, id, options);
   }
 
   close(): Promise<void> {
@@ -286,6 +301,24 @@ class SessionLocker implements Locker {
 
   toString(): string {
     return `[etcd-lock locker ${this.name} ${this.holderId}]`;
+  }
+
+  /** Tells `observer` the lock's state now and at every change (and keepalives, if it asks): until the returned stop. */
+  #observe(lockId: string, observer: LockObserver): () => void {
+    observer.next(this.#stateOf(lockId));
+    if (this.#finished) {
+      observer.complete();
+      return () => undefined;
+    }
+    let observers = this.#observers.get(lockId);
+    if (!observers) this.#observers.set(lockId, (observers = new Set()));
+    observers.add(observer);
+    if (observer.refreshed) this.#refreshObservers.add(observer);
+    return () => {
+      observers.delete(observer);
+      this.#refreshObservers.delete(observer);
+      if (observers.size === 0 && this.#observers.get(lockId) === observers) this.#observers.delete(lockId);
+    };
   }
 
   // --- the session ---------------------------------------------------------------------------------------------
@@ -323,6 +356,7 @@ class SessionLocker implements Locker {
       case 'refreshed':
         if (this.#session?.lease === phase.lease) {
           this.#state$.next({ kind: 'refreshed', name, leaseId: phase.lease.hex, ttl: phase.ttlSeconds });
+          for (const observer of [...this.#refreshObservers]) observer.refreshed?.(phase.lease.hex, phase.ttlSeconds);
         }
         return;
       case 'lost':
@@ -384,8 +418,9 @@ class SessionLocker implements Locker {
     this.#finished = true;
     this.#state$.complete();
     this.#lost$.complete();
-    for (const observers of this.#observers.values()) for (const subscriber of [...observers]) subscriber.complete();
+    for (const observers of this.#observers.values()) for (const observer of [...observers]) observer.complete();
     this.#observers.clear();
+    this.#refreshObservers.clear();
     await this.#watch.close();
   }
 
@@ -554,6 +589,11 @@ class SessionLocker implements Locker {
     const observers = this.#observers.get(entry.lockId);
     if (!observers) return;
     const value = state();
-    for (const subscriber of [...observers]) subscriber.next(value);
+    for (const observer of [...observers]) observer.next(value);
   }
+}
+
+/** A request refused before it started: nothing to withdraw. */
+function refused(err: Error): LockRequest {
+  return { held: Promise.reject(err), withdraw: () => undefined };
 }
