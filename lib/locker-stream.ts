@@ -133,6 +133,8 @@ class LockerStream implements LockObserver {
       case 'held':
         this.#phase = 'held';
         this.#held = state;
+        // Nothing to withdraw any more; letting go of the call lets go of everything it kept (its callbacks).
+        this.#request = undefined;
         subscriber.next(state);
         return;
       case 'lost':
