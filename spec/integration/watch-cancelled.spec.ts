@@ -99,6 +99,7 @@ describe('watches broken while a lock changes hands, against a real etcd', () =>
         await until(() => states.some((s) => s.kind === 'acquiring' && s.ahead === 1), 'the waiter queued');
 
         await cutOff(proxy, fault, () => holder.release('a'));
+        await until(() => waiter.isHeld('a'), 'the waiter to hold'); // bounded, where awaiting `taken` is not
         const got = await taken;
         assert.ok(BigInt(got.fencingToken) > BigInt(held.fencingToken));
         assert.deepEqual(await listKeys(etcd.endpoints, `${name}/a/`), [got.holderKey], 'the waiter holds, alone');
