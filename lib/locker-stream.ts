@@ -106,6 +106,8 @@ class LockerStream implements LockObserver {
       return this;
     }
     signal?.addEventListener('abort', this, { once: true });
+    // Already held (the locker holds the id for another caller): this stream shares it, with no call to make.
+    if (this.#phase !== 'waiting') return this;
     // Withdrawing this stream's wait must not cancel other callers of lock(id): the call has no signal of its own.
     this.#request = this.port.request(this.lockId, this.callOptions);
     this.#request.held.catch((err: unknown) => {

@@ -165,6 +165,26 @@ describe('locker.lock$(id): one lock of a locker as a stream, on its session, ag
     assert.deepEqual(await released.ended, { completed: true });
   });
 
+  it('subscribed while lock(id) holds the id: held at once with the same grant and key; unsubscribing releases it for both', async (t) => {
+    const name = uniquePrefix('locker-stream');
+    const locker = lockerFor(t, name);
+    const grant = await locker.lock('a');
+    const shared = watch(t, locker.lock$('a'));
+    assert.deepEqual(
+      shared.states.map((s) => s.kind),
+      ['held'],
+      'held synchronously, with no acquiring',
+    );
+    assert.equal(heldIn(shared).fencingToken, grant.fencingToken);
+    assert.deepEqual(await listKeys(etcd.endpoints, `${name}/a/`), [grant.holderKey], 'no second key');
+    // A second lock(id) while held resolves with the same grant, as before the stream.
+    assert.equal((await locker.lock('a')).fencingToken, grant.fencingToken);
+
+    shared.unsubscribe();
+    assert.equal(locker.isHeld('a'), false);
+    await until(async () => (await listKeys(etcd.endpoints, `${name}/a/`)).length === 0, 'the key deleted');
+  });
+
   it('onRelease: its promise settles only once etcd has the delete, of a queued key and of a held one', async (t) => {
     const name = uniquePrefix('locker-stream');
     // The streams' locker talks to etcd through a proxy: paused, the deletes cannot reach etcd.
