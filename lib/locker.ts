@@ -1,4 +1,4 @@
-import type { Etcd3 } from 'etcd3';
+import { type Etcd3, EtcdLeaseInvalidError } from 'etcd3';
 import { BehaviorSubject, Observable, Subject, type Subscription } from 'rxjs';
 import { LockBusyError, LockLostError, LockTimeoutError, NotHeldError, UnavailableError } from './errors.js';
 import {
@@ -356,6 +356,8 @@ class SessionLocker implements Locker {
       case 'refreshed':
         if (this.#session?.lease === phase.lease) {
           this.#state$.next({ kind: 'refreshed', name, leaseId: phase.lease.hex, ttl: phase.ttlSeconds });
+          // The lease lives after all: a lock that stopped when etcd said it did not (see #onFailure) starts again.
+          for (const entry of [...this.#entries.values()]) if (!entry.attempt) this.#start(entry);
           for (const observer of [...this.#refreshObservers]) observer.refreshed?.(phase.lease.hex, phase.ttlSeconds);
         }
         return;
@@ -508,7 +510,8 @@ class SessionLocker implements Locker {
   #onFailure(entry: Entry, err: unknown): void {
     entry.attempt = undefined;
     if (this.#entries.get(entry.lockId) !== entry) return;
-    if (err instanceof UnavailableError) this.#refreshNow$.next(); // is our lease still there?
+    // Is our lease still there? A lost key may have gone with it (a revoke from outside): the next keepalive says.
+    if (err instanceof UnavailableError || err instanceof LockLostError) this.#refreshNow$.next();
     if (entry.held) {
       const lost =
         err instanceof LockLostError
@@ -516,6 +519,11 @@ class SessionLocker implements Locker {
           : new LockLostError(entry.key, 'expired', 'the lock could not be kept', { cause: err });
       this.#reportLost(entry, entry.held, lost);
       this.#drop(entry);
+      return;
+    }
+    if (leaseGone(err)) {
+      // Our lease is gone and the session does not know it yet (the keepalive just asked for will tell it). Nothing
+      // was queued: like a call made while there is no session, this one waits for the next (see #sessionLost).
       return;
     }
     if (err instanceof LockBusyError && !entry.waits) {
@@ -591,6 +599,12 @@ class SessionLocker implements Locker {
     const value = state();
     for (const observer of [...observers]) observer.next(value);
   }
+}
+
+/** Whether `err`, or an error it wraps, is etcd saying that our lease does not exist (any more). */
+function leaseGone(err: unknown): boolean {
+  for (let e: unknown = err; e instanceof Error; e = e.cause) if (e instanceof EtcdLeaseInvalidError) return true;
+  return false;
 }
 
 /** A request refused before it started: nothing to withdraw. */

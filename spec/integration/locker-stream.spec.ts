@@ -148,6 +148,30 @@ describe('locker.lock$(id): one lock of a locker as a stream, on its session, ag
     assert.equal((await locker.lock('a')).kind, 'held');
   });
 
+  it("the locker's lease revoked behind its back: a held stream emits lost then errors, a queued one errors too", async (t) => {
+    const name = uniquePrefix('locker-stream');
+    const other = lockerFor(t, name, { holderId: 'other' });
+    await other.lock('busy');
+    const locker = lockerFor(t, name);
+    const held = watch(t, locker.lock$('mine'));
+    const queued = watch(t, locker.lock$('busy'));
+    await until(isHeld(held), 'held');
+    await until(() => queued.states.some((s) => s.kind === 'acquiring' && s.ahead === 1), 'queued');
+
+    await etcd.client.leaseClient.leaseRevoke({ ID: BigInt(`0x${heldIn(held).leaseId}`).toString() });
+    const heldEnd = await held.ended;
+    assert.ok(heldEnd.error instanceof LockLostError, String(heldEnd.error));
+    assert.equal(held.states.at(-1)?.kind, 'lost');
+    const queuedEnd = await queued.ended;
+    assertCode(queuedEnd.error, 'ETCDLOCK_LOST');
+    assert.ok(!queued.states.some((s) => s.kind === 'held'), 'the queued stream was never told it holds');
+
+    // The locker carries on with a new lease.
+    const again = watch(t, locker.lock$('mine'));
+    await until(isHeld(again), 'held again');
+    assert.notEqual(heldIn(again).leaseId, heldIn(held).leaseId);
+  });
+
   it('an abort errors with its reason and releases; release(id) by someone else completes the stream', async (t) => {
     const name = uniquePrefix('locker-stream');
     const locker = lockerFor(t, name);

@@ -364,6 +364,20 @@ describe('createLocker: many locks on one session, against a real etcd', () => {
     assert.ok(BigInt(again.fencingToken) > BigInt(one.fencingToken));
   });
 
+  it('a lock(id) that finds the lease revoked before the locker noticed is taken on the next session, not failed', async (t) => {
+    const name = uniquePrefix('locker');
+    // A long TTL: the next keepalive is 15 s away, so only the failed enqueue can tell the locker.
+    const locker = lockerFor(t, name, { ttl: 30 });
+    const first = await ready(locker);
+    await etcd.client.leaseClient.leaseRevoke({ ID: BigInt(`0x${first.leaseId}`).toString() });
+    const sessionLost = next(locker.state$, (s) => s.kind === 'lost', 'the session loss');
+
+    const held = await locker.lock('x');
+    await sessionLost;
+    assert.notEqual(held.leaseId, first.leaseId, 'on a new lease');
+    assert.deepEqual(await listKeys(etcd.endpoints, `${name}/x/`), [held.holderKey]);
+  });
+
   it('the session lease revoked from outside: every held and queued lock is reported lost, then a new session takes over', async (t) => {
     const name = uniquePrefix('locker');
     const other = lockerFor(t, name, { holderId: 'other' });
