@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { HELP, parseArgs, STATUS_USAGE, USAGE, UsageError } from './args.js';
 import { cannotStart } from './can-start.js';
+import { ignoreClosedOutput } from './closed-output.js';
 import { ExitCode } from './exit-codes.js';
 import { createLog, type Log } from './log.js';
 
@@ -15,6 +16,7 @@ import { createLog, type Log } from './log.js';
  * (exit 64) are always text: they come before we know which to use.
  */
 let log: Log = createLog({ verbose: false, key: '' });
+ignoreClosedOutput();
 
 async function main(argv: string[]): Promise<number> {
   let invocation;

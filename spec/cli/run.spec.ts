@@ -37,6 +37,23 @@ describe('etcdlocker runs a command while holding the lock (the built binary, re
     await assertNothingLeft(key, leases);
   });
 
+  it('whoever reads its output goes away (`etcdlocker -v ... | head`): the command runs to its end, then the release', async () => {
+    const key = `${uniquePrefix('cli')}/output-closed`;
+    const leases = await listLeases(etcd.endpoints);
+    const finished = tmp.file('output-closed-finished');
+    // -v with a 2 s TTL logs a refresh every second: writes to the closed pipe while the command runs. Before the
+    // fix, the first one ended etcdlocker (EPIPE), leaving the command running and the lock to its lease's TTL.
+    const script = "setTimeout(() => require('fs').writeFileSync(process.argv[1], 'done'), 3000)";
+    const locker = startLocker(['-e', endpoint(), '-v', '--ttl', '2', '-k', key, '--', NODE, '-e', script, finished]);
+    await locker.waitForStderr(/holding /);
+    locker.process.stderr?.destroy(); // the reader goes away, as `| head` does once it has its lines
+
+    const result = await locker.result();
+    assert.equal(result.code, 0, "the exit code is the command's");
+    assert.equal(readFileSync(finished, 'utf8'), 'done', 'the command ran to its end');
+    await assertNothingLeft(key, leases);
+  });
+
   it('gives the command ETCD_LOCK_REV (the key create revision), ETCD_LOCK_KEY, ETCD_LOCK_ID, ETCD_LOCK_HOLDER_KEY', async () => {
     const key = `${uniquePrefix('cli')}/env`;
     const envFile = tmp.file('env.json');
