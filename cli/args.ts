@@ -134,6 +134,7 @@ Exit codes: the command's own, or 128 + signal number when it (or etcdlocker) di
   3  the command could not be spawned or killed
   4  -n: the child's IPC ping failed
   64 bad usage
+  70 etcdlocker failed unexpectedly (a bug): the command was stopped, the lock released
 
 Example:
   ETCD_LOCK_HOST=etcd:2379 etcdlocker -k /jobs/nightly -t 30 -- ./nightly.sh --full

@@ -10,6 +10,8 @@ export const ExitCode = {
   childFailed: 3,
   /** `-n`: the Node.js child answered a ping wrongly, too late, or not at all. */
   pingFailed: 4,
+  /** etcdlocker failed unexpectedly (a bug): the command was stopped, the lock released (sysexits' EX_SOFTWARE). */
+  internalError: 70,
   /** Bad usage: unknown flag, missing key, bad number (sysexits' EX_USAGE). */
   usage: 64,
 } as const;

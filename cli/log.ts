@@ -15,6 +15,8 @@ export type SignalReason =
   | 'lost'
   /** `-n`: the child's IPC ping failed: SIGTERM, SIGKILL after the grace. */
   | 'ping-failed'
+  /** etcdlocker itself failed unexpectedly and can no longer vouch for the lock: SIGTERM, SIGKILL after the grace. */
+  | 'internal-error'
   /** The command outlived SIGTERM by the grace: SIGKILL. */
   | 'kill-timeout';
 
@@ -35,7 +37,8 @@ export type LogEvent =
   /** `-n`: the child answered an IPC ping. */
   | { event: 'ping-answered' }
   /**
-   * Sent to the command's process group. `graceMs`: how long until SIGKILL (`lost`, `ping-failed`) or how long
+   * Sent to the command's process group. `graceMs`: how long until SIGKILL (`lost`, `ping-failed`,
+   * `internal-error`) or how long
    * it outlived SIGTERM (`kill-timeout`). `received`: the signal etcdlocker got (`second-signal`).
    */
   | { event: 'child-signalled'; signal: NodeJS.Signals; why: SignalReason; graceMs?: number; received?: NodeJS.Signals }
@@ -168,6 +171,8 @@ export function progressText(e: Exclude<LogEvent, { event: 'error' }>, key: stri
   }
 }
 
+const STOP_CAUSES = { lost: 'lock lost', 'ping-failed': 'ping failure', 'internal-error': 'etcdlocker failed' };
+
 function signalledText(e: Extract<LogEvent, { event: 'child-signalled' }>): string | undefined {
   switch (e.why) {
     case 'forwarded':
@@ -176,10 +181,8 @@ function signalledText(e: Extract<LogEvent, { event: 'child-signalled' }>): stri
       return `${e.received ?? e.signal} again: killing the command`;
     case 'lost':
     case 'ping-failed':
-      return (
-        `${e.why === 'lost' ? 'lock lost' : 'ping failure'}: ${e.signal} to the command's process group, ` +
-        `SIGKILL after ${e.graceMs} ms`
-      );
+    case 'internal-error':
+      return `${STOP_CAUSES[e.why]}: ${e.signal} to the command's process group, SIGKILL after ${e.graceMs} ms`;
     case 'kill-timeout':
       return undefined;
   }

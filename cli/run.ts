@@ -15,6 +15,12 @@ import { ExitCode, signalExitCode } from './exit-codes.js';
 import type { Log } from './log.js';
 import { ping$, type PingPeer } from './ping.js';
 
+/** What Node.js reports of a failure nothing caught; while a run is on, it stops the command (see Run's #crash). */
+const CRASHES = ['uncaughtException', 'unhandledRejection'] as const;
+
+/** After an unexpected failure, how long the release may take once the command is gone before we exit anyway. */
+const CRASH_RELEASE_MS = 5000;
+
 /** The signals etcdlocker forwards to the command (and that cancel a wait). */
 export const FORWARDED_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const;
 
@@ -51,6 +57,7 @@ class Run {
   #wrappedUp = false;
   #signalsSeen = 0;
   readonly #onSignal = (signal: NodeJS.Signals) => this.#signal(signal);
+  readonly #onCrash = (err: unknown) => this.#crash(err);
 
   constructor(
     private readonly config: Config,
@@ -60,6 +67,7 @@ class Run {
   ) {
     this.done = new Promise<number>((resolve) => (this.#finish = resolve));
     for (const signal of FORWARDED_SIGNALS) process.on(signal, this.#onSignal);
+    for (const event of CRASHES) process.on(event, this.#onCrash);
     log.event({ event: 'connecting', etcd: describeConnection(config), id: config.id });
     this.#lock = lock$(client, config.key, {
       id: config.id,
@@ -194,8 +202,25 @@ class Run {
     }
   }
 
+  /**
+   * An exception nothing caught, or a rejection nothing handled: a bug, here or in a library. By default Node.js
+   * would end the process there, leaving the command running unsupervised, and the lock to its lease's TTL, after
+   * which the next holder may start beside it. We can no longer vouch for the lock: stop the command as on a loss,
+   * release, and exit 70. Should the release hang in a process in that state, we exit anyway a little later.
+   */
+  #crash(err: unknown): void {
+    const detail = err instanceof Error ? (err.stack ?? err.message) : String(err);
+    // Said even when an earlier cause decided the exit code: a bug is worth reporting whatever else happened.
+    this.log.error(`unexpected failure: ${detail}; stopping the command and releasing the lock`);
+    this.#end(ExitCode.internalError);
+    const exitCode = this.#exitCode ?? ExitCode.internalError;
+    setTimeout(() => this.#finish(exitCode), killGraceMs(this.config) + CRASH_RELEASE_MS).unref();
+    if (this.#child && !this.#child.exited) void this.#stopCommand('internal-error');
+    else this.#wrapUp();
+  }
+
   /** SIGTERM, SIGKILL after the grace, then release: the command is never running once we let go. */
-  async #stopCommand(why: 'lost' | 'ping-failed'): Promise<void> {
+  async #stopCommand(why: 'lost' | 'ping-failed' | 'internal-error'): Promise<void> {
     const child = this.#child;
     if (!child || this.#stopping) return;
     this.#stopping = true;
@@ -234,6 +259,7 @@ class Run {
     this.#lock?.unsubscribe();
     this.#lock = undefined;
     for (const signal of FORWARDED_SIGNALS) process.off(signal, this.#onSignal);
+    for (const event of CRASHES) process.off(event, this.#onCrash);
     // A failed lock$ calls our error handler before its teardown hands over the release: read it a tick later.
     void Promise.resolve()
       .then(() => this.#released)
