@@ -14,6 +14,7 @@ import { connectionHint, createClient, describeConnection } from './client.js';
 import { ExitCode, signalExitCode } from './exit-codes.js';
 import type { Log } from './log.js';
 import { ping$, type PingPeer } from './ping.js';
+import { startWatchdog, type Watchdog } from './watchdog.js';
 
 /** What Node.js reports of a failure nothing caught; while a run is on, it stops the command (see Run's #crash). */
 const CRASHES = ['uncaughtException', 'unhandledRejection'] as const;
@@ -48,6 +49,8 @@ class Run {
   #finish!: (code: number) => void;
   #exitCode: number | undefined;
   #child: Child | undefined;
+  /** Kills the command's group should we die without a word (SIGKILL): see watchdog.ts. */
+  #watchdog: Watchdog | undefined;
   #childGone!: () => void;
   readonly #childGonePromise = new Promise<void>((resolve) => (this.#childGone = resolve));
   #released: Promise<void> = Promise.resolve();
@@ -132,7 +135,10 @@ class Run {
     });
     this.#child = child;
     const pid = child.process?.pid;
-    if (pid !== undefined) this.log.event({ event: 'child-started', childPid: pid, command: [command, ...args] });
+    if (pid !== undefined) {
+      this.#watchdog = startWatchdog(pid);
+      this.log.event({ event: 'child-started', childPid: pid, command: [command, ...args] });
+    }
     void child.outcome.then((outcome) => this.#onChildEnd(outcome));
     if (node && child.process) this.#startPing(child.process);
   }
@@ -261,8 +267,11 @@ class Run {
     for (const signal of FORWARDED_SIGNALS) process.off(signal, this.#onSignal);
     for (const event of CRASHES) process.off(event, this.#onCrash);
     // A failed lock$ calls our error handler before its teardown hands over the release: read it a tick later.
+    // The command is gone (or, after a normal exit, what it left in the background is meant to stay): the watchdog
+    // may stand down. Waited for, so that our exit does not reach it before its word.
+    const stoodDown = this.#watchdog?.done();
     void Promise.resolve()
-      .then(() => this.#released)
+      .then(() => Promise.all([this.#released, stoodDown]))
       .then(() => {
         this.log.event({ event: 'released' });
         this.#finish(this.#exitCode ?? ExitCode.childFailed);
