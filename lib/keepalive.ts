@@ -29,6 +29,11 @@ export interface KeepAliveParams {
   send: () => ObservableInput<number>;
   /** Makes the error the stream fails with when the lease is lost. */
   lost: (detail: string) => Error;
+  /**
+   * Whether a failed keepalive can never succeed if tried again (the client was closed): the lease is then lost
+   * at once, not at the deadline. Default: every failure is worth another try.
+   */
+  hopeless?: (err: unknown) => string | undefined;
   /** Extra keepalives on demand, besides the cadence. */
   refreshNow$?: Observable<unknown> | undefined;
   scheduler: SchedulerLike;
@@ -59,7 +64,15 @@ export function keepAlive$(params: KeepAliveParams): Observable<number> {
       timeout({ first: callTimeoutMs, scheduler }),
       map((ttlSeconds) => ({ ttlSeconds, sentAt })),
     );
-  }).pipe(retry({ delay: () => timer(retryDelayMs, scheduler) }));
+  }).pipe(
+    retry({
+      delay: (err: unknown) => {
+        const why = params.hopeless?.(err);
+        if (why !== undefined) throw params.lost(why);
+        return timer(retryDelayMs, scheduler);
+      },
+    }),
+  );
 
   const ticks$ = merge(timer(refreshIntervalMs, refreshIntervalMs, scheduler), params.refreshNow$ ?? EMPTY);
   const acks$ = ticks$.pipe(

@@ -1,6 +1,7 @@
 import type { Etcd3 } from 'etcd3';
 import { asyncScheduler, Observable, type Subscription } from 'rxjs';
 import { LockLostError, UnavailableError } from './errors.js';
+import { clientClosed } from './etcd-errors.js';
 import type { ResolvedLockerOptions } from './locker-options.js';
 import { type Lease, session$ } from './session.js';
 
@@ -66,6 +67,16 @@ export function retryingSession$(
             err instanceof UnavailableError
               ? err
               : new UnavailableError(`Could not create a session for ${JSON.stringify(options.name)}`, err);
+          if (clientClosed(failure)) {
+            // No try can succeed on a closed client; retrying would only keep the process alive for nothing.
+            subscriber.error(
+              new UnavailableError(
+                `The locker ${JSON.stringify(options.name)} cannot create its session: its etcd3 client was closed`,
+                failure,
+              ),
+            );
+            return;
+          }
           if (attempt > options.maxRetries) {
             subscriber.error(
               new UnavailableError(

@@ -1,6 +1,7 @@
-import { type Etcd3, EtcdLeaseInvalidError } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 import { BehaviorSubject, Observable, Subject, type Subscription } from 'rxjs';
 import { LockBusyError, LockLostError, LockTimeoutError, NotHeldError, UnavailableError } from './errors.js';
+import { leaseGone } from './etcd-errors.js';
 import {
   type LockerLockOptions,
   type LockerOptions,
@@ -599,12 +600,6 @@ class SessionLocker implements Locker {
     const value = state();
     for (const observer of [...observers]) observer.next(value);
   }
-}
-
-/** Whether `err`, or an error it wraps, is etcd saying that our lease does not exist (any more). */
-function leaseGone(err: unknown): boolean {
-  for (let e: unknown = err; e instanceof Error; e = e.cause) if (e instanceof EtcdLeaseInvalidError) return true;
-  return false;
 }
 
 /** A request refused before it started: nothing to withdraw. */

@@ -1,13 +1,8 @@
-import {
-  type Etcd3,
-  EtcdLeaseInvalidError,
-  type IDuplexStream,
-  type ILeaseKeepAliveRequest,
-  type ILeaseKeepAliveResponse,
-} from 'etcd3';
+import type { Etcd3, IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
 import { asyncScheduler, Observable, type SchedulerLike } from 'rxjs';
 import { clockOf } from './clock.js';
 import { LockLostError, UnavailableError } from './errors.js';
+import { clientClosed, leaseGone } from './etcd-errors.js';
 import { keepAlive$ } from './keepalive.js';
 
 /** A lease granted by etcd. */
@@ -76,6 +71,7 @@ export function session$(client: Etcd3, options: SessionOptions): Observable<Ses
           refreshNow$: options.refreshNow$,
           send: () => channel.send(lease.id),
           lost: (detail) => new LockLostError(options.name, 'expired', `lease ${lease.hex}: ${detail}`),
+          hopeless: (err) => (clientClosed(err) ? 'its etcd3 client was closed' : undefined),
           scheduler,
           now,
         }).subscribe({
@@ -126,7 +122,8 @@ async function revokeLease(client: Etcd3, lease: Lease): Promise<void> {
       await client.leaseClient.leaseRevoke({ ID: lease.id }, { deadline: giveUpAt });
       return;
     } catch (err) {
-      if (err instanceof EtcdLeaseInvalidError || Date.now() + pauseMs >= giveUpAt) return;
+      // Gone already, or never to be reached through this client: nothing to wait for.
+      if (leaseGone(err) || clientClosed(err) || Date.now() + pauseMs >= giveUpAt) return;
       await new Promise((resolve) => setTimeout(resolve, pauseMs));
     }
   }

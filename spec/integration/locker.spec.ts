@@ -364,6 +364,31 @@ describe('createLocker: many locks on one session, against a real etcd', () => {
     assert.ok(BigInt(again.fencingToken) > BigInt(one.fencingToken));
   });
 
+  it('its etcd3 client closed under it: held locks lost at the next keepalive, then the locker fails instead of retrying', async (t) => {
+    const name = uniquePrefix('locker');
+    const client = new Etcd3({ hosts: etcd.endpoints });
+    // Keepalives every 300 ms, a deadline 2.5 s after the last answer: the loss must come from the failed
+    // keepalive (its detail says so), not from the deadline.
+    const locker = lockerFor(t, name, { ttl: 10, refreshInterval: 300 }, client);
+    const held = await locker.lock('a');
+    const losses = recordLosses(locker, t);
+    const failed = next(locker.state$, (s) => s.kind === 'failed', 'the locker to fail');
+
+    client.close();
+    const state = await failed;
+    assert.deepEqual(
+      losses.map((l) => [l.lockId, l.reason]),
+      [['a', 'expired']],
+    );
+    // The lock's error names the session's loss; its cause says why the session was lost.
+    assert.match(String((losses[0]!.error.cause as Error | undefined)?.message), /its etcd3 client was closed/);
+    assert.ok(state.kind === 'failed');
+    assertCode(state.error, 'ETCDLOCK_UNAVAILABLE', /cannot create its session: its etcd3 client was closed/);
+    assertCode(await rejection(locker.lock('b')), 'ETCDLOCK_UNAVAILABLE');
+    // Nobody could release it through that client: the key goes with the lease. Revoked here to leave nothing.
+    await etcd.client.leaseClient.leaseRevoke({ ID: BigInt(`0x${held.leaseId}`).toString() });
+  });
+
   it('a lock(id) that finds the lease revoked before the locker noticed is taken on the next session, not failed', async (t) => {
     const name = uniquePrefix('locker');
     // A long TTL: the next keepalive is 15 s away, so only the failed enqueue can tell the locker.

@@ -91,4 +91,19 @@ describe('loss detected locally when etcd cannot be reached', () => {
       await proxy.close();
     }
   });
+
+  it('a client closed under a held lock$: lost at its next keepalive, saying so, and the release does not linger', async () => {
+    const client = new Etcd3({ hosts: etcd.endpoints });
+    const key = `${uniquePrefix('loss')}/client-closed`;
+    // Keepalives every 300 ms, the deadline 2.5 s after the last answer: the loss must come from the keepalive.
+    const a = record((onRelease) => lock$(client, key, { ttl: 10, refreshInterval: 300, onRelease }));
+    const held = (await a.next('held')) as HeldState;
+    client.close();
+    const lost = await a.next('lost');
+    assert.ok(lost.kind === 'lost' && lost.reason === 'expired');
+    assert.match(lost.error.message, /its etcd3 client was closed/);
+    // The revoke cannot go through a closed client: it gives up at once instead of retrying for 10 s.
+    await a.released();
+    assert.equal((await etcdctl(etcd.endpoints, ['lease', 'revoke', held.leaseId])).code, 0, 'the lease was left');
+  });
 });

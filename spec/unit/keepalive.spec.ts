@@ -103,6 +103,32 @@ describe('keepAlive$ (virtual time)', () => {
     });
   });
 
+  it('a failure that `hopeless` names (a closed client) loses the lease at once, with that detail, and is not retried', () => {
+    const ts = scheduler();
+    let calls = 0;
+    const details: string[] = [];
+    const closed = new Error('client closed');
+    ts.run(({ cold, expectObservable }) => {
+      const result$ = keepAlive$(
+        params(ts, {
+          send: () => {
+            calls++;
+            return cold<number>('#', undefined, closed);
+          },
+          lost: (detail) => {
+            details.push(detail);
+            return lost(detail);
+          },
+          hopeless: (err) => (err === closed ? 'its etcd3 client was closed' : undefined),
+        }),
+      );
+      // The first keepalive fails at 1000 ms: lost then, not at the deadline (4000 - 1000 = 3000 ms).
+      expectObservable(result$).toBe('1000ms #', undefined, lost('x'));
+    });
+    assert.equal(calls, 1, 'tried once');
+    assert.deepEqual(details, ['its etcd3 client was closed']);
+  });
+
   it('abandons a keepalive that hangs past its own short time limit and tries again', () => {
     const ts = scheduler();
     ts.run(({ cold, expectObservable, expectSubscriptions }) => {
