@@ -2,9 +2,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Etcd3 } from 'etcd3';
 import { lock$ } from '../../lib/lock-stream.js';
+import { createLocker } from '../../lib/locker.js';
 import type { HeldState } from '../../lib/state.js';
 import { etcdEndpointsFromEnv, listKeys, startCluster, uniquePrefix, type EtcdCluster } from '../support/etcd.js';
 import { runLocker } from '../support/cli.js';
+import { until } from '../support/poll.js';
 import { record, sleep } from '../support/recorder.js';
 
 describe(
@@ -46,6 +48,44 @@ describe(
       } finally {
         client.close();
         await victim.restart();
+      }
+    });
+
+    it('a locker keeps its locks and its place in a queue when the etcd leader is killed, and takes its turn after', async () => {
+      const client = new Etcd3({ hosts: cluster.endpoints });
+      const other = new Etcd3({ hosts: cluster.endpoints });
+      const name = uniquePrefix('cluster-locker');
+      const ttl = 3;
+      const locker = createLocker(client, { name, ttl, holderId: 'me' });
+      const holder = createLocker(other, { name, ttl, holderId: 'other' });
+      const leader = await cluster.leader();
+      try {
+        const mine = await locker.lock('mine');
+        await holder.lock('theirs');
+        const waiting = locker.lock('theirs', { wait: true });
+        await until(async () => (await listKeys(cluster.endpoints, `${name}/theirs/`)).length === 2, 'queued');
+        const losses: unknown[] = [];
+        const lostSubscription = locker.lost$.subscribe((lost) => losses.push(lost));
+
+        await leader.kill();
+        // Two full TTLs with the old leader dead: its keepalive stream and its shared watch move to a survivor.
+        await sleep(2 * ttl * 1000);
+        assert.deepEqual(losses, [], 'nothing lost');
+        assert.equal(locker.isHeld('mine'), true);
+        const survivors = cluster.members.filter((m) => m !== leader).map((m) => m.endpoint);
+        assert.ok((await listKeys(survivors, `${name}/mine/`)).includes(mine.holderKey));
+
+        // The waiter learns of the release through the watch that survived the failover.
+        await holder.release('theirs');
+        const theirs = await waiting;
+        assert.equal(theirs.leaseId, mine.leaseId, 'on the same session');
+        lostSubscription.unsubscribe();
+      } finally {
+        await locker.close();
+        await holder.close();
+        client.close();
+        other.close();
+        await leader.restart();
       }
     });
 
