@@ -266,10 +266,10 @@ class Run {
     this.#lock = undefined;
     for (const signal of FORWARDED_SIGNALS) process.off(signal, this.#onSignal);
     for (const event of CRASHES) process.off(event, this.#onCrash);
-    // A failed lock$ calls our error handler before its teardown hands over the release: read it a tick later.
     // The command is gone (or, after a normal exit, what it left in the background is meant to stay): the watchdog
     // may stand down. Waited for, so that our exit does not reach it before its word.
     const stoodDown = this.#watchdog?.done();
+    // A failed lock$ calls our error handler before its teardown hands over the release: read it a tick later.
     void Promise.resolve()
       .then(() => Promise.all([this.#released, stoodDown]))
       .then(() => {
