@@ -6,6 +6,7 @@ import { LockLostError } from '../../lib/errors.js';
 import type { HeldState } from '../../lib/state.js';
 import { etcdForSuite, etcdctl, listKeys, uniquePrefix } from '../support/etcd.js';
 import { startProxy, type TcpProxy } from '../support/proxy.js';
+import { until } from '../support/poll.js';
 import { record } from '../support/recorder.js';
 
 /**
@@ -50,6 +51,38 @@ describe('loss detected locally when etcd cannot be reached', () => {
       }
     });
   }
+
+  it('a waiter cut off while queued fails (expired) before its lease can expire, and is never told it holds', async () => {
+    const proxy = await startProxy(etcd.endpoints[0]!);
+    const client = new Etcd3({ hosts: proxy.endpoint });
+    const key = `${uniquePrefix('loss')}/queued-paused`;
+    try {
+      const holder = record((onRelease) => lock$(etcd.client, key, { id: 'holder', ttl: 10, onRelease }));
+      const held = (await holder.next('held')) as HeldState;
+      const waiter = record((onRelease) => lock$(client, key, { id: 'waiter', ttl: 3, onRelease }));
+      await until(() => waiter.states.some((s) => s.kind === 'acquiring' && s.waitingFor), 'queued behind the holder');
+      const waiterKey = (await listKeys(etcd.endpoints, `${key}/`)).find((k) => k !== held.holderKey);
+      assert.ok(waiterKey, 'the waiter key');
+
+      proxy.pause();
+      const err = await waiter.failed(10_000);
+      // Ask etcd directly, now: the waiter's lease must still be alive, i.e. it gave up before the lease could expire.
+      const leaseHex = waiterKey.slice(waiterKey.lastIndexOf('/') + 1);
+      const ttlLeft = await etcd.client.leaseClient.leaseTimeToLive({ ID: BigInt(`0x${leaseHex}`).toString() });
+      assert.ok(Number(ttlLeft.TTL) >= 0, `the lease was still alive on etcd (TTL answer ${ttlLeft.TTL})`);
+      assert.ok(err instanceof LockLostError, String(err));
+      assert.equal(err.reason, 'expired');
+      // The holder lets go while the waiter is still cut off: the waiter must not hold it, even once it is back.
+      await holder.release();
+      proxy.resume();
+      await waiter.released();
+      assert.ok(!waiter.states.some((s) => s.kind === 'held'), 'never told it holds');
+      assert.deepEqual(await listKeys(etcd.endpoints, `${key}/`), [], 'its queued key is gone');
+    } finally {
+      client.close();
+      await proxy.close();
+    }
+  });
 
   it('a release that fails at first (connections reset) is retried, and reaches etcd once it can', async () => {
     const proxy = await startProxy(etcd.endpoints[0]!);
