@@ -5,6 +5,7 @@ import type { Leader } from './election-state.js';
 import { UnavailableError } from './errors.js';
 import { assertClient } from './options.js';
 import { REQUEST_TIMEOUT_MS } from './session.js';
+import { keepResumePoint } from './watch-resume.js';
 
 /**
  * Who leads the election `name`, without running in it: a cold stream that emits the leader (or `null` when nobody
@@ -71,11 +72,9 @@ export function leader$(client: Etcd3, name: string): Observable<Leader | null> 
       for (const kv of res.kvs) candidates.set(kv.key.toString('latin1'), kv);
       emitIfChanged();
       // Just after the revision we read: no event is missed, and the watch starts on etcd's synced path.
-      const current = client
-        .watch()
-        .prefix(prefix)
-        .startRevision((BigInt(res.header.revision) + 1n).toString())
-        .watcher();
+      const from = (BigInt(res.header.revision) + 1n).toString();
+      const current = client.watch().prefix(prefix).startRevision(from).watcher();
+      keepResumePoint(current, from);
       watcher = current;
       current.on('put', (kv) => {
         candidates.set(kv.key.toString('latin1'), kv);

@@ -1,5 +1,6 @@
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import type { TxnBatcher } from './locker-batch.js';
+import { keepResumePoint } from './watch-resume.js';
 
 /** One change under the watched prefix, with the revision at which it happened. */
 interface Change {
@@ -144,6 +145,7 @@ export class SharedWatch {
   #open(): void {
     const watcher = this.#client.watch().prefix(this.#prefix).watcher();
     this.#watcher = watcher;
+    keepResumePoint(watcher, undefined);
     let created = false;
     watcher.on('connected', (res: { header: { revision: string } }) => {
       // Later 'connected' events are reconnections, which etcd3 resumes from the last revision it saw.

@@ -4,6 +4,7 @@ import { isLockError, LockBusyError, LockLostError, UnavailableError } from './e
 import { QueueWatch } from './queue-watch.js';
 import { type Lease, REQUEST_TIMEOUT_MS } from './session.js';
 import { WaiterWatches } from './waiter-watches.js';
+import { keepResumePoint } from './watch-resume.js';
 import type { Holder } from './state.js';
 
 /** One contender for a lock: who, under which prefix, on which lease. */
@@ -403,11 +404,9 @@ function watchOwnership(
   scope: WatchScope,
 ): void {
   const { watchers, fail } = scope;
-  const watcher = client
-    .watch()
-    .key(ticket.holderKey)
-    .startRevision((BigInt(revision) + 1n).toString())
-    .watcher();
+  const from = (BigInt(revision) + 1n).toString();
+  const watcher = client.watch().key(ticket.holderKey).startRevision(from).watcher();
+  keepResumePoint(watcher, from);
   watchers.add(watcher);
   const lost = (reason: 'deleted' | 'changed', detail: string) => {
     watchers.delete(watcher);

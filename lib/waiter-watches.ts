@@ -1,4 +1,5 @@
 import type { Etcd3, Watcher } from 'etcd3';
+import { keepResumePoint } from './watch-resume.js';
 
 /**
  * What every waiter of contend$ keeps while it waits (see NearestWatch in mutex.ts and QueueWatch): one watch per
@@ -21,8 +22,10 @@ export class WaiterWatches {
   /** Watches `key` from just after `afterRevision`, or from now without one. */
   open(key: string, afterRevision?: string): Watcher {
     const builder = this.client.watch().key(Buffer.from(key));
-    if (afterRevision !== undefined) builder.startRevision((BigInt(afterRevision) + 1n).toString());
+    const from = afterRevision === undefined ? undefined : (BigInt(afterRevision) + 1n).toString();
+    if (from !== undefined) builder.startRevision(from);
     const watcher = builder.watcher();
+    keepResumePoint(watcher, from);
     this.#byKey.set(key, watcher);
     this.#scope.add(watcher);
     return watcher;

@@ -12,7 +12,7 @@
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
 import { noop } from 'cockatiel';
-import { Etcd3 } from 'etcd3';
+import { Etcd3, type Watcher } from 'etcd3';
 import { campaign$ } from '../../lib/election.js';
 import { leader$ } from '../../lib/election-leader.js';
 import type { Leader } from '../../lib/election-state.js';
@@ -185,6 +185,71 @@ describe('watches broken while a lock changes hands, against a real etcd', () =>
       });
     });
   }
+
+  /**
+   * The etcd3 watchers `client` creates from now on, as they are made: to look at their resume point
+   * (`lastRevision()`, where etcd3 would ask etcd to start again after the connection drops).
+   */
+  function spyOnWatchers(client: Etcd3): Watcher[] {
+    const made: Watcher[] = [];
+    const watch = client.watch.bind(client);
+    client.watch = () => {
+      const builder = watch();
+      const watcher = builder.watcher.bind(builder);
+      builder.watcher = () => {
+        const created = watcher();
+        made.push(created);
+        return created;
+      };
+      return builder;
+    };
+    return made;
+  }
+
+  it("a resumed watch's resume point never runs ahead of the events replayed to it (etcd3 would skip to etcd's revision)", async (t) => {
+    const defer = cleanups(t);
+    const name = uniquePrefix('watch-cancelled');
+    const { proxy, client } = await proxiedClient(defer);
+    const watchers = spyOnWatchers(client);
+    const waiter = lockerOn(defer, client, name);
+    const held = await waiter.lock('mine');
+    const [shared] = watchers;
+    assert.ok(shared, "the locker's shared watch");
+
+    // While cut off: changes under the locker's prefix, which the resumed watch must replay.
+    proxy.cut();
+    const changes: bigint[] = [];
+    for (let i = 0; i < 5; i++) {
+      const { header } = await etcd.client.put(`${name}/other/${i}`).value('x').exec();
+      changes.push(BigInt(header.revision));
+    }
+    await sleep(500);
+    // From its resumed creation until the last missed change is delivered, the resume point must stay at or below
+    // the oldest change not yet delivered.
+    let delivered = 0n;
+    const ahead: string[] = [];
+    const check = (when: string) => {
+      const undelivered = changes.filter((revision) => revision > delivered);
+      const resumeAt = BigInt(shared.lastRevision() ?? '0');
+      if (undelivered.length > 0 && resumeAt > undelivered[0]!)
+        ahead.push(`${when}: resume at ${resumeAt}, ${undelivered[0]} not delivered`);
+    };
+    let reconnected = false;
+    shared.on('connected', () => {
+      reconnected = true;
+      check('connected');
+    });
+    shared.on('put', (kv) => {
+      if (BigInt(kv.mod_revision) > delivered) delivered = BigInt(kv.mod_revision);
+    });
+    shared.on('data', () => check('data'));
+    proxy.heal();
+
+    await until(() => reconnected && delivered >= changes.at(-1)!, 'the missed changes replayed');
+    assert.deepEqual(ahead, [], 'the resume point never ran ahead');
+    assert.equal(waiter.isHeld('mine'), true);
+    assert.equal(held.lockId, 'mine');
+  });
 
   function lockerOn(defer: (cleanup: () => unknown) => void, client: Etcd3, name: string): Locker {
     const locker = createLocker(client, { name, ttl: 10 });
