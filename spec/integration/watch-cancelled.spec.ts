@@ -12,7 +12,7 @@
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
 import { noop } from 'cockatiel';
-import { Etcd3, type Watcher } from 'etcd3';
+import { Etcd3, type IKeyValue, type Watcher } from 'etcd3';
 import { campaign$ } from '../../lib/election.js';
 import { leader$ } from '../../lib/election-leader.js';
 import type { Leader } from '../../lib/election-state.js';
@@ -206,49 +206,84 @@ describe('watches broken while a lock changes hands, against a real etcd', () =>
     return made;
   }
 
-  it("a resumed watch's resume point never runs ahead of the events replayed to it (etcd3 would skip to etcd's revision)", async (t) => {
+  /**
+   * Follows `watcher` through the replay of `changes` (the revisions it missed, oldest first): `ahead` lists each
+   * moment its resume point stood past a change not yet delivered to it.
+   */
+  function followReplay(watcher: Watcher, changes: bigint[]) {
+    let delivered = 0n;
+    let reconnected = false;
+    const ahead: string[] = [];
+    const check = (when: string) => {
+      const undelivered = changes.find((revision) => revision > delivered);
+      const resumeAt = BigInt(watcher.lastRevision() ?? '0');
+      if (undelivered !== undefined && resumeAt > undelivered) {
+        ahead.push(`${when}: resume at ${resumeAt}, ${undelivered} not delivered`);
+      }
+    };
+    // Registered after etcd3's and the library's own listeners: each check sees what they left.
+    watcher.on('connected', () => {
+      reconnected = true;
+      check('connected');
+    });
+    const received = (kv: IKeyValue) => {
+      if (BigInt(kv.mod_revision) > delivered) delivered = BigInt(kv.mod_revision);
+    };
+    watcher.on('put', received);
+    watcher.on('delete', received);
+    watcher.on('data', () => check('data'));
+    return { ahead, replayed: () => reconnected && delivered >= changes.at(-1)! };
+  }
+
+  it("a locker's resumed shared watch keeps its resume point behind what is replayed to it (etcd3 skips ahead)", async (t) => {
     const defer = cleanups(t);
     const name = uniquePrefix('watch-cancelled');
     const { proxy, client } = await proxiedClient(defer);
     const watchers = spyOnWatchers(client);
-    const waiter = lockerOn(defer, client, name);
-    const held = await waiter.lock('mine');
+    const locker = lockerOn(defer, client, name);
+    await locker.lock('mine');
     const [shared] = watchers;
     assert.ok(shared, "the locker's shared watch");
 
-    // While cut off: changes under the locker's prefix, which the resumed watch must replay.
     proxy.cut();
+    // Changes under the locker's prefix while it is cut off, which the resumed watch must replay.
     const changes: bigint[] = [];
-    for (let i = 0; i < 5; i++) {
-      const { header } = await etcd.client.put(`${name}/other/${i}`).value('x').exec();
-      changes.push(BigInt(header.revision));
-    }
+    for (let i = 0; i < 5; i++)
+      changes.push(BigInt((await etcd.client.put(`${name}/other/${i}`).value('x').exec()).header.revision));
     await sleep(500);
-    // From its resumed creation until the last missed change is delivered, the resume point must stay at or below
-    // the oldest change not yet delivered.
-    let delivered = 0n;
-    const ahead: string[] = [];
-    const check = (when: string) => {
-      const undelivered = changes.filter((revision) => revision > delivered);
-      const resumeAt = BigInt(shared.lastRevision() ?? '0');
-      if (undelivered.length > 0 && resumeAt > undelivered[0]!)
-        ahead.push(`${when}: resume at ${resumeAt}, ${undelivered[0]} not delivered`);
-    };
-    let reconnected = false;
-    shared.on('connected', () => {
-      reconnected = true;
-      check('connected');
-    });
-    shared.on('put', (kv) => {
-      if (BigInt(kv.mod_revision) > delivered) delivered = BigInt(kv.mod_revision);
-    });
-    shared.on('data', () => check('data'));
+    const replay = followReplay(shared, changes);
     proxy.heal();
 
-    await until(() => reconnected && delivered >= changes.at(-1)!, 'the missed changes replayed');
-    assert.deepEqual(ahead, [], 'the resume point never ran ahead');
-    assert.equal(waiter.isHeld('mine'), true);
-    assert.equal(held.lockId, 'mine');
+    await until(replay.replayed, 'the missed changes replayed');
+    assert.deepEqual(replay.ahead, [], 'the resume point never ran ahead');
+    assert.equal(locker.isHeld('mine'), true);
+  });
+
+  it("a lock$ holder's resumed own-key watch keeps its resume point behind what is replayed to it", async (t) => {
+    const defer = cleanups(t);
+    const key = `${uniquePrefix('watch-cancelled')}/lock`;
+    const { proxy, client } = await proxiedClient(defer);
+    const watchers = spyOnWatchers(client);
+    const holder = record((onRelease) => lock$(client, key, { id: 'holder', ttl: 10, onRelease }));
+    defer(() => holder.release());
+    const held = await holder.next('held');
+    assert.ok(held.kind === 'held');
+    defer(() => etcd.client.delete().key(held.holderKey).exec());
+    const own = watchers.at(-1);
+    assert.ok(own, 'the own-key watch');
+
+    proxy.cut();
+    // Someone overwrites our key while we are cut off: the resumed watch must still be told.
+    const overwrite = BigInt((await etcd.client.put(held.holderKey).value('intruder').exec()).header.revision);
+    await sleep(500);
+    const replay = followReplay(own, [overwrite]);
+    proxy.heal();
+
+    const err = await holder.failed();
+    assert.ok(err instanceof LockLostError, String(err));
+    assert.equal(err.reason, 'changed');
+    assert.ok(replay.replayed(), 'told through the replay');
+    assert.deepEqual(replay.ahead, [], 'the resume point never ran ahead');
   });
 
   function lockerOn(defer: (cleanup: () => unknown) => void, client: Etcd3, name: string): Locker {
