@@ -221,7 +221,7 @@ class SessionLocker implements Locker {
     if (this.#closing) return refused(this.#closedError());
     if (this.#failure) return refused(this.#failure);
     const existing = this.#entries.get(lockId);
-    if (existing?.held) return { held: Promise.resolve(existing.held), withdraw: () => undefined };
+    if (existing?.held) return { held: Promise.resolve(existing.held), withdraw: nothingToWithdraw };
 
     let entry: Entry;
     let caller: Caller;
@@ -602,7 +602,10 @@ class SessionLocker implements Locker {
   }
 }
 
+/** The withdraw of a request that waits for nothing (refused, or the lock already held). */
+function nothingToWithdraw(): void {}
+
 /** A request refused before it started: nothing to withdraw. */
 function refused(err: Error): LockRequest {
-  return { held: Promise.reject(err), withdraw: () => undefined };
+  return { held: Promise.reject(err), withdraw: nothingToWithdraw };
 }

@@ -29,12 +29,13 @@ export function keepResumePoint(watcher: Watcher, startRevision: string | undefi
     received ??= BigInt(res.header.revision);
     hold();
   });
+  const reached = (revision: string) => {
+    const at = BigInt(revision);
+    if (received === undefined || at > received) received = at;
+  };
   watcher.on('data', (res: IWatchResponse) => {
-    const revisions = res.events.length === 0 ? [res.header.revision] : res.events.map((e) => e.kv.mod_revision);
-    for (const revision of revisions) {
-      const at = BigInt(revision);
-      if (received === undefined || at > received) received = at;
-    }
+    if (res.events.length === 0) reached(res.header.revision);
+    else for (const event of res.events) reached(event.kv.mod_revision);
     hold();
   });
 }

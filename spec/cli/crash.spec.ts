@@ -97,12 +97,18 @@ describe('etcdlocker fails unexpectedly, or is killed, while the command runs', 
     await etcd.client.leaseClient.leaseRevoke({ ID: held.leaseId });
   });
 
-  it('a normal run leaves no watchdog behind', async () => {
+  it('a normal run: the watchdog stands down, and a background job the command left is not killed', async (t) => {
+    // The watchdog exits whenever etcdlocker does; only the word `done` keeps it from killing the group first.
+    const s = lockerScope(t, 'normal');
     const key = `${uniquePrefix('cli-crash')}/normal`;
-    const result = await runLocker(['-e', etcd.endpoints.join(','), '--log-json', '-k', key, '--', 'true']);
+    const bgPid = s.pidFile('bg.pid');
+    const script = s.file('bg.sh');
+    writeFileSync(script, `#!/bin/sh\nsleep 30 >/dev/null 2>&1 &\necho $! > ${bgPid}\n`, { mode: 0o755 });
+    const result = await runLocker(['-e', etcd.endpoints.join(','), '--log-json', '-k', key, '--', script]);
     assert.equal(result.code, 0, result.stderr);
     const started = logRecords(result.stderr).find((r) => r.event === 'child-started');
     assert.ok(started?.event === 'child-started', result.stderr);
     await until(() => watchdogsOf(started.childPid).length === 0, 'the watchdog to exit');
+    assert.ok(isAlive(Number(readFileSync(bgPid, 'utf8'))), 'the background job outlived the watchdog');
   });
 });

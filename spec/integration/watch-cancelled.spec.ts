@@ -23,7 +23,7 @@ import type { LockerLockState, LockerLost } from '../../lib/locker-state.js';
 import { etcdForSuite, listKeys, uniquePrefix } from '../support/etcd.js';
 import { until } from '../support/poll.js';
 import { startProxy, type TcpProxy } from '../support/proxy.js';
-import { record, sleep } from '../support/recorder.js';
+import { record, type Recorded, sleep } from '../support/recorder.js';
 
 /** How a test breaks the cut-off client's watches: by the cut alone, or by the cut and a compaction. */
 type Fault = 'dropped' | 'compacted';
@@ -68,6 +68,14 @@ describe('watches broken while a lock changes hands, against a real etcd', () =>
     }
     await sleep(500);
     proxy.heal();
+  }
+
+  /** Deletes `holderKey` behind the lock's back: the stream must fail with a `deleted` loss, so its key is watched. */
+  async function assertLostWhenDeleted(lock: Recorded, holderKey: string): Promise<void> {
+    await etcd.client.delete().key(holderKey).exec();
+    const err = await lock.failed();
+    assert.ok(err instanceof LockLostError, String(err));
+    assert.equal(err.reason, 'deleted');
   }
 
   function skipUnlessOurs(t: TestContext, fault: Fault): boolean {
@@ -127,10 +135,7 @@ describe('watches broken while a lock changes hands, against a real etcd', () =>
           got.kind === 'held' && BigInt(got.fencingToken) > BigInt(first.kind === 'held' ? first.fencingToken : 0),
         );
 
-        await etcd.client.delete().key(got.holderKey).exec();
-        const err = await waiter.failed();
-        assert.ok(err instanceof LockLostError, String(err));
-        assert.equal(err.reason, 'deleted');
+        await assertLostWhenDeleted(waiter, got.holderKey);
       });
 
       it("a lock$ holder's own-key watch comes back, and its loss is still detected", async (t) => {
@@ -150,13 +155,8 @@ describe('watches broken while a lock changes hands, against a real etcd', () =>
         await until(() => holder.states.filter((s) => s.kind === 'refreshed').length > refreshedBefore, 'a keepalive');
         assert.equal(holder.error, undefined);
 
-        await etcd.client
-          .delete()
-          .key(held.kind === 'held' ? held.holderKey : '')
-          .exec();
-        const err = await holder.failed();
-        assert.ok(err instanceof LockLostError, String(err));
-        assert.equal(err.reason, 'deleted');
+        assert.ok(held.kind === 'held');
+        await assertLostWhenDeleted(holder, held.holderKey);
       });
 
       it('leader$ follows a change of leader it missed, and the changes after it', async (t) => {
