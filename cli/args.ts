@@ -126,7 +126,8 @@ Options (environment variable in brackets):
 
 The command's environment gets ETCD_LOCK_REV (the fencing token: the lock key's create revision),
 ETCD_LOCK_KEY, ETCD_LOCK_ID and ETCD_LOCK_HOLDER_KEY (its own key in etcd, to fence writes with). SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to it; a second SIGINT
-or SIGTERM kills it at once. A signal while waiting for the lock cancels the wait.
+or SIGTERM kills it at once. A signal while waiting for the lock cancels the wait. Ctrl-Z (SIGTSTP) stops the
+command with etcdlocker; continued, the command goes on only if etcd still has the lease, else it is killed (exit 2).
 
 Exit codes: the command's own, or 128 + signal number when it (or etcdlocker) dies by a signal;
   1  acquiring failed (etcd unreachable, -w timed out, lock busy with -w 0)

@@ -85,21 +85,23 @@ export interface StopOptions {
   graceMs: number;
   /** How long to wait for the direct child to exit after SIGKILL before giving up. */
   killWaitMs?: number;
+  /** Called before the SIGKILL that follows an unheeded SIGTERM (not when there was no grace). */
   onEscalate?: () => void;
 }
 
 /**
- * SIGTERM to the group, SIGKILL after `graceMs` if the direct child is still alive, then SIGKILL to
+ * SIGTERM to the group, SIGKILL after `graceMs` (at once when it is 0) if the direct child is still alive, then SIGKILL to
  * whatever is left of the group. Resolves true once the direct child is reaped and the group is gone
  * (or after a short bounded wait for the group), false when the child survived SIGKILL.
  * @throws Error when the group may not be signalled (EPERM)
  */
 export async function stopChild(child: Child, options: StopOptions): Promise<boolean> {
   if (!child.exited) {
-    child.signalGroup('SIGTERM');
-    const inTime = await settlesWithin(child.outcome, options.graceMs);
+    // No grace: SIGKILL straight away (a SIGTERM first would only be pending for a stopped command).
+    if (options.graceMs > 0) child.signalGroup('SIGTERM');
+    const inTime = options.graceMs > 0 && (await settlesWithin(child.outcome, options.graceMs));
     if (!inTime) {
-      options.onEscalate?.();
+      if (options.graceMs > 0) options.onEscalate?.();
       child.signalGroup('SIGKILL');
       const reaped = await settlesWithin(child.outcome, options.killWaitMs ?? 5000);
       if (!reaped) return false;

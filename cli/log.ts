@@ -18,7 +18,11 @@ export type SignalReason =
   /** etcdlocker itself failed unexpectedly and can no longer vouch for the lock: SIGTERM, SIGKILL after the grace. */
   | 'internal-error'
   /** The command outlived SIGTERM by the grace: SIGKILL. */
-  | 'kill-timeout';
+  | 'kill-timeout'
+  /** After a stop (Ctrl-Z), etcd confirmed the lease: SIGCONT to the command, stopped with etcdlocker. */
+  | 'lease-confirmed'
+  /** After a stop (Ctrl-Z), etcd no longer had the lease: SIGKILL to the stopped command. */
+  | 'lease-gone';
 
 /** Something that happened in one etcdlocker process, with what a reader needs to know about it. */
 export type LogEvent =
@@ -46,6 +50,12 @@ export type LogEvent =
   | { event: 'child-exited'; code: number | null; signal: NodeJS.Signals | null }
   /** After a stop (SIGTERM, SIGKILL), nothing is left of the command's process group. */
   | { event: 'child-group-gone' }
+  /** A stop signal (Ctrl-Z: SIGTSTP) while the command runs: the command is stopped, then etcdlocker. */
+  | { event: 'suspended'; signal: NodeJS.Signals }
+  /** etcdlocker was continued; the command stays stopped until etcd confirms the lease. */
+  | { event: 'resumed' }
+  /** After a resume, etcd could not be asked about the lease: asked again shortly. */
+  | { event: 'lease-check-failed'; detail: string }
   /** A signal came while waiting for the lock: the wait is given up. */
   | { event: 'wait-cancelled'; signal: NodeJS.Signals }
   /** The lock (or the place in the queue) is let go now; etcd has not been told yet. */
@@ -133,8 +143,8 @@ export function jsonLine(e: LogEvent & { [field in keyof Stamp]?: never }, key: 
 }
 
 /**
- * The `-v` line of an event, or undefined for the events `-v` does not show: `lost` and a `kill-timeout` SIGKILL
- * have an error line of their own, `releasing` is for machines.
+ * The `-v` line of an event, or undefined for the events `-v` does not show: `lost`, a `kill-timeout` SIGKILL and
+ * a `lease-gone` SIGKILL have an error line of their own, `releasing` is for machines.
  */
 export function progressText(e: Exclude<LogEvent, { event: 'error' }>, key: string): string | undefined {
   switch (e.event) {
@@ -162,6 +172,12 @@ export function progressText(e: Exclude<LogEvent, { event: 'error' }>, key: stri
       return "the command's process group is gone";
     case 'wait-cancelled':
       return `${e.signal}: giving up the wait`;
+    case 'suspended':
+      return `${e.signal}: stopping the command, then etcdlocker (the lease is not kept alive while stopped)`;
+    case 'resumed':
+      return 'continued: asking etcd whether the lease is still alive before the command goes on';
+    case 'lease-check-failed':
+      return `could not ask etcd about the lease (${e.detail}); asking again`;
     case 'released':
       return 'released the lock';
     case 'lost':
@@ -182,7 +198,12 @@ function signalledText(e: Extract<LogEvent, { event: 'child-signalled' }>): stri
     case 'lost':
     case 'ping-failed':
     case 'internal-error':
-      return `${STOP_CAUSES[e.why]}: ${e.signal} to the command's process group, SIGKILL after ${e.graceMs} ms`;
+      return e.signal === 'SIGKILL'
+        ? `${STOP_CAUSES[e.why]}: SIGKILL to the command's process group`
+        : `${STOP_CAUSES[e.why]}: ${e.signal} to the command's process group, SIGKILL after ${e.graceMs} ms`;
+    case 'lease-confirmed':
+      return 'etcd still has the lease: the command goes on';
+    case 'lease-gone':
     case 'kill-timeout':
       return undefined;
   }

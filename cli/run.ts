@@ -14,6 +14,7 @@ import { connectionHint, createClient, describeConnection } from './client.js';
 import { ExitCode, signalExitCode } from './exit-codes.js';
 import type { Log } from './log.js';
 import { ping$, type PingPeer } from './ping.js';
+import { leaseAlive, STOP_SIGNALS, stopThisProcess, Suspension } from './suspend.js';
 import { startWatchdog, type Watchdog } from './watchdog.js';
 
 /** What Node.js reports of a failure nothing caught; while a run is on, it stops the command (see Run's #crash). */
@@ -51,6 +52,8 @@ class Run {
   #child: Child | undefined;
   /** Kills the command's group should we die without a word (SIGKILL): see watchdog.ts. */
   #watchdog: Watchdog | undefined;
+  /** Ctrl-Z while the command runs: see suspend.ts. */
+  #suspension: Suspension | undefined;
   #childGone!: () => void;
   readonly #childGonePromise = new Promise<void>((resolve) => (this.#childGone = resolve));
   #released: Promise<void> = Promise.resolve();
@@ -60,6 +63,7 @@ class Run {
   #wrappedUp = false;
   #signalsSeen = 0;
   readonly #onSignal = (signal: NodeJS.Signals) => this.#signal(signal);
+  readonly #onStopSignal = (signal: NodeJS.Signals) => this.#stopSignal(signal);
   readonly #onCrash = (err: unknown) => this.#crash(err);
 
   constructor(
@@ -70,6 +74,7 @@ class Run {
   ) {
     this.done = new Promise<number>((resolve) => (this.#finish = resolve));
     for (const signal of FORWARDED_SIGNALS) process.on(signal, this.#onSignal);
+    for (const signal of STOP_SIGNALS) process.on(signal, this.#onStopSignal);
     for (const event of CRASHES) process.on(event, this.#onCrash);
     log.event({ event: 'connecting', etcd: describeConnection(config), id: config.id });
     this.#lock = lock$(client, config.key, {
@@ -102,7 +107,7 @@ class Run {
       case 'held': {
         const { holderKey, fencingToken, leaseId } = state;
         this.log.event({ event: 'acquired', holderKey, fencingToken, leaseId });
-        this.#startCommand(fencingToken, holderKey);
+        this.#startCommand(fencingToken, holderKey, leaseId);
         return;
       }
       case 'refreshed':
@@ -120,7 +125,7 @@ class Run {
     }
   }
 
-  #startCommand(fencingToken: string, holderKey: string): void {
+  #startCommand(fencingToken: string, holderKey: string, leaseId: string): void {
     if (this.#exitCode !== undefined) return;
     const { command, args, key, id, node } = this.config;
     const child = startChild(command, args, {
@@ -134,6 +139,17 @@ class Run {
       },
     });
     this.#child = child;
+    this.#suspension = new Suspension({
+      child,
+      log: this.log,
+      leaseAlive: () => leaseAlive(this.client, leaseId),
+      running: () => !this.#stopping && this.#lock !== undefined,
+      onLeaseGone: () =>
+        this.#end(
+          ExitCode.lockLost,
+          'lost the lock: its lease ended while etcdlocker was stopped; killing the command',
+        ),
+    });
     const pid = child.process?.pid;
     if (pid !== undefined) {
       this.#watchdog = startWatchdog(pid);
@@ -209,6 +225,16 @@ class Run {
   }
 
   /**
+   * A stop signal (Ctrl-Z). While waiting, etcdlocker stops as it would by default (a lease that ends meanwhile
+   * fails the wait). While the command runs, see suspend.ts. While the command is being stopped or the lock
+   * released, the signal is ignored: those steps have deadlines that a stopped etcdlocker would miss.
+   */
+  #stopSignal(signal: NodeJS.Signals): void {
+    if (!this.#child) stopThisProcess();
+    else if (!this.#child.exited && !this.#stopping) this.#suspension?.suspend(signal);
+  }
+
+  /**
    * An exception nothing caught, or a rejection nothing handled: a bug, here or in a library. By default Node.js
    * would end the process there, leaving the command running unsupervised, and the lock to its lease's TTL, after
    * which the next holder may start beside it. We can no longer vouch for the lock: stop the command as on a loss,
@@ -225,13 +251,14 @@ class Run {
     else this.#wrapUp();
   }
 
-  /** SIGTERM, SIGKILL after the grace, then release: the command is never running once we let go. */
+  /** SIGTERM, SIGKILL after the grace (at once with none), then release: the command is never running once we let go. */
   async #stopCommand(why: 'lost' | 'ping-failed' | 'internal-error'): Promise<void> {
     const child = this.#child;
     if (!child || this.#stopping) return;
     this.#stopping = true;
-    const graceMs = killGraceMs(this.config);
-    this.log.event({ event: 'child-signalled', signal: 'SIGTERM', why, graceMs });
+    // A command we stopped (Ctrl-Z) is not let run again without the lock's say-so: no grace, SIGKILL at once.
+    const graceMs = this.#suspension?.commandStopped ? 0 : killGraceMs(this.config);
+    this.log.event({ event: 'child-signalled', signal: graceMs > 0 ? 'SIGTERM' : 'SIGKILL', why, graceMs });
     try {
       const stopped = await stopChild(child, {
         graceMs,
@@ -265,6 +292,7 @@ class Run {
     this.#lock?.unsubscribe();
     this.#lock = undefined;
     for (const signal of FORWARDED_SIGNALS) process.off(signal, this.#onSignal);
+    for (const signal of STOP_SIGNALS) process.off(signal, this.#onStopSignal);
     for (const event of CRASHES) process.off(event, this.#onCrash);
     // The command is gone (or, after a normal exit, what it left in the background is meant to stay): the watchdog
     // may stand down. Waited for, so that our exit does not reach it before its word.

@@ -135,12 +135,18 @@ export function logRecords(stderr: string): LogRecord[] {
 
 /** True while a process with this PID runs. A zombie (dead, not yet reaped by its parent) counts as dead. */
 export function isAlive(pid: number): boolean {
+  const state = processState(pid);
+  return state !== undefined && state !== 'Z';
+}
+
+/** The process's state letter from /proc (`R`, `S`, `T` when stopped, `Z` a zombie...), undefined when it is gone. */
+export function processState(pid: number): string | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // "pid (comm) state ...": comm may hold spaces and parentheses, so read after the last ')'.
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
   } catch {
-    return false;
+    return undefined;
   }
 }
 

@@ -64,7 +64,8 @@ export function lockerScope(t: TestContext, label: string) {
   t.after(async () => {
     for (const signal of ['SIGTERM', 'SIGTERM', 'SIGKILL'] as const) {
       const running = lockers.filter(({ process: p }) => p.exitCode === null && p.signalCode === null);
-      for (const locker of running) locker.process.kill(signal);
+      // SIGCONT too: a stopped etcdlocker (a Ctrl-Z test that failed half-way) would only queue the others.
+      for (const locker of running) for (const sent of [signal, 'SIGCONT'] as const) locker.process.kill(sent);
       await Promise.all(running.map((locker) => exitWithin(locker.process, 3000)));
     }
     for (const file of pidFiles) {
