@@ -1,101 +1,12 @@
 /**
- * The etcd3 client etcdlocker uses, with fault handling sized for a lock.
- *
- * etcd3's defaults put a circuit breaker on each host that stays open for 5 s after 3 failures. With a
- * short TTL, a breaker left open after a network blip holds back keepalives past the loss deadline and
- * loses a healthy lock. The lock already bounds and retries its own calls, so here a host that just
- * failed is only skipped for a moment (the next endpoint is tried), and a failed call is retried once
- * per endpoint, at once.
+ * The etcd3 client etcdlocker uses, with the library's fault handling for locks (lib/fault-handling.ts): etcd3's
+ * defaults would let a network blip or one refused request hold back keepalives past the loss deadline.
  *
  * TLS files and a user, when given, go to etcd3 as they are (`credentials`, `auth`): the fault handling is the same.
  */
-import { castGrpcError, Etcd3, GRPCCancelledError, type IOptions, isRecoverableError } from 'etcd3';
+import { Etcd3 } from 'etcd3';
+import { lockFaultHandling } from '../lib/fault-handling.js';
 import type { Connection } from './args.js';
-
-type FaultHandling = NonNullable<IOptions['faultHandling']>;
-type Policy = ReturnType<NonNullable<FaultHandling['host']>>;
-type Backoff = NonNullable<FaultHandling['watchBackoff']>;
-
-/** The longest wait before a broken watch stream is opened again. */
-const WATCH_BACKOFF_MAX_MS = 1000;
-
-/**
- * 50 ms, doubling up to {@link WATCH_BACKOFF_MAX_MS}. etcd3's default waits up to 30 s: a waiter whose watch
- * broke could miss its turn that long, and the pending timer kept a finished process alive.
- */
-function watchBackoff(durationMs = 50): Backoff {
-  return { duration: durationMs, next: () => watchBackoff(Math.min(durationMs * 2, WATCH_BACKOFF_MAX_MS)) };
-}
-type Call = (context: { signal: AbortSignal }) => unknown;
-
-/** How long a host that failed is passed over in favour of the others. */
-export const HOST_COOL_DOWN_MS = 500;
-
-function recoverable(err: unknown): boolean {
-  return err instanceof Error && isRecoverableError(castGrpcError(err));
-}
-
-/**
- * A cockatiel-shaped policy (the interface etcd3 takes), without depending on cockatiel: etcd3 only
- * calls `execute`.
- */
-function policy(execute: (call: Call, signal: AbortSignal) => Promise<unknown>): Policy {
-  const noEvent = () => ({ dispose: () => undefined });
-  return {
-    onSuccess: noEvent,
-    onFailure: noEvent,
-    execute: (call: Call, signal?: AbortSignal) => execute(call, signal ?? new AbortController().signal),
-  } as unknown as Policy;
-}
-
-/** A call not sent because its host failed a moment ago: never the error to report if a real one came first. */
-class HostSkippedError extends Error {
-  constructor() {
-    super('skipped: this etcd endpoint failed a moment ago');
-  }
-}
-
-/**
- * Whether a failure says the host is in trouble. A cancelled call does not: etcd3 reports the streams it (or we)
- * cancel as failures of their host (the last watch's stream when that watch goes, a keepalive stream we drop), and
- * skipping the host then failed the lease revoke that follows a loss four times over (760 ms, 6 runs of 8).
- */
-function hostFailed(err: unknown): boolean {
-  return recoverable(err) && !(castGrpcError(err as Error) instanceof GRPCCancelledError);
-}
-
-/** Skips the host for a moment after it failed; etcd3 then tries the next endpoint. */
-export function hostPolicy(): Policy {
-  let skipUntil = 0;
-  return policy(async (call, signal) => {
-    if (performance.now() < skipUntil) throw new HostSkippedError();
-    try {
-      return await call({ signal });
-    } catch (err) {
-      if (hostFailed(err)) skipUntil = performance.now() + HOST_COOL_DOWN_MS;
-      throw err;
-    }
-  });
-}
-
-/**
- * Retries a call that failed recoverably, once per endpoint, so a dead endpoint is not the last word. When every
- * attempt fails, the last real failure is reported (say, a deadline exceeded), not a later skip of that host.
- */
-function retryPolicy(attempts: number): Policy {
-  return policy(async (call, signal) => {
-    let lastFailure: unknown;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await call({ signal });
-      } catch (err) {
-        const skipped = err instanceof HostSkippedError;
-        if (!skipped) lastFailure = err;
-        if (attempt >= attempts || !(skipped || recoverable(err)) || signal.aborted) throw lastFailure ?? err;
-      }
-    }
-  });
-}
 
 /**
  * An etcd3 client on `endpoints` with etcdlocker's fault handling, speaking TLS with `security.tls` (and to
@@ -122,11 +33,7 @@ export function createClient(endpoints: string[], security: Pick<Connection, 'tl
       },
     }),
     ...(auth && { auth: { username: auth.username, password: auth.password } }),
-    faultHandling: {
-      host: () => hostPolicy(),
-      global: retryPolicy(endpoints.length + 1),
-      watchBackoff: watchBackoff(),
-    },
+    faultHandling: lockFaultHandling(endpoints),
   });
 }
 

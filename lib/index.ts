@@ -43,3 +43,4 @@ export { leader$ } from './election-leader.js';
 export type { CampaignOptions } from './election-options.js';
 export type { ElectionState, CandidateState, LeaderState, LeadershipLostState, Leader } from './election-state.js';
 export { holders, type LockContender, type HoldersOptions } from './holders.js';
+export { lockFaultHandling, EtcdRefusedError } from './fault-handling.js';
