@@ -9,7 +9,7 @@ import { type Lease, session$ } from './session.js';
 export type SessionPhase =
   | { kind: 'connecting'; attempt: number; error: UnavailableError | undefined }
   | { kind: 'ready'; lease: Lease }
-  | { kind: 'refreshed'; lease: Lease; ttlSeconds: number }
+  | { kind: 'refreshed'; lease: Lease; ttlSeconds: number; revision: string }
   | { kind: 'lost'; lease: Lease; error: LockLostError };
 
 /** Options of {@link retryingSession$}. */
@@ -50,7 +50,7 @@ export function retryingSession$(
             lease = event.lease;
             subscriber.next({ kind: 'ready', lease });
           } else if (lease) {
-            subscriber.next({ kind: 'refreshed', lease, ttlSeconds: event.ttlSeconds });
+            subscriber.next({ kind: 'refreshed', lease, ttlSeconds: event.ttlSeconds, revision: event.revision });
           }
         },
         error: (err: unknown) => {

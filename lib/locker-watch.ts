@@ -154,25 +154,47 @@ export class SharedWatch {
       // A watch created without a start revision starts just after the revision in its creation header.
       this.#syncedAfter = BigInt(res.header.revision);
       this.#floor = this.#syncedAfter;
-      if (this.#syncedAfter > this.#latest) this.#latest = this.#syncedAfter;
+      this.#latest = this.#syncedAfter;
       this.#synced();
       const waiting = [...this.#waiting];
       this.#waiting.clear();
       for (const keyWatch of waiting) this.attach(keyWatch);
     });
-    watcher.on('put', (kv: IKeyValue) => this.#dispatch('put', kv));
-    watcher.on('delete', (kv: IKeyValue) => this.#dispatch('delete', kv));
-    watcher.on('error', () => {
-      // etcd cancelled the watch (a compaction, say): every per-key watch reads its key again, and we start over.
-      // Not watcher.cancel(): etcd3 has already let go of it (see WaiterWatches.forget).
-      if (watcher !== this.#watcher) return;
-      this.#syncedAfter = undefined;
-      this.#recent = [];
-      const watches = [...this.#byKey.values()].flatMap((set) => [...set]);
-      this.#byKey.clear();
-      for (const keyWatch of watches) keyWatch.deliver('error', new Error('the shared watch was cancelled by etcd'));
-      if (!this.#closed) this.#open();
+    watcher.on('put', (kv: IKeyValue) => {
+      if (watcher === this.#watcher) this.#dispatch('put', kv);
     });
+    watcher.on('delete', (kv: IKeyValue) => {
+      if (watcher === this.#watcher) this.#dispatch('delete', kv);
+    });
+    watcher.on('error', () => {
+      // etcd cancelled the watch (a compaction, say). Not watcher.cancel(): etcd3 has already let go of it (see
+      // WaiterWatches.forget).
+      if (watcher === this.#watcher) this.#startOver('the shared watch was cancelled by etcd');
+    });
+  }
+
+  /**
+   * Drops the shared watch and starts a new one from etcd's current revision, as when etcd cancels it: every
+   * per-key watch gets `error`, and reads its key again. For a store that went back to an older revision (see
+   * store-rollback.ts), where the watch waits for revisions the store has not reached.
+   */
+  restart(why: string): void {
+    const watcher = this.#watcher;
+    if (this.#closed || !watcher) return;
+    void watcher.cancel().catch(() => undefined);
+    this.#startOver(why);
+  }
+
+  /** Every per-key watch reads its key again, and the shared watch starts over from etcd's current revision. */
+  #startOver(why: string): void {
+    this.#watcher = undefined;
+    this.#syncedAfter = undefined;
+    this.#latest = 0n;
+    this.#recent = [];
+    const watches = [...this.#byKey.values()].flatMap((set) => [...set]);
+    this.#byKey.clear();
+    for (const keyWatch of watches) keyWatch.deliver('error', new Error(why));
+    if (!this.#closed) this.#open();
   }
 
   #dispatch(type: Change['type'], kv: IKeyValue): void {

@@ -22,6 +22,7 @@ import {
   type LockRequest,
 } from './locker-stream.js';
 import { SharedWatch, sessionClient } from './locker-watch.js';
+import { RollbackCheck } from './store-rollback.js';
 import { contend$, type MutexEvent } from './mutex.js';
 import { assertClient } from './options.js';
 import type { Lease } from './session.js';
@@ -130,6 +131,8 @@ class SessionLocker implements Locker {
   readonly #client: Etcd3;
   readonly #options: ResolvedLockerOptions;
   readonly #watch: SharedWatch;
+  /** Notices etcd restored from an older snapshot under our locks (see store-rollback.ts). */
+  readonly #rollback: RollbackCheck;
   readonly #entries = new Map<string, Entry>();
   /** Per id, the release of its last attempt (a deleted key) still on its way: the next attempt waits for it. */
   readonly #releasing = new Map<string, Promise<void>>();
@@ -156,6 +159,7 @@ class SessionLocker implements Locker {
     this.#options = options;
     this.#state$ = new BehaviorSubject<LockerState>({ kind: 'connecting', name: options.name, attempt: 1 });
     this.#watch = new SharedWatch(client, `${options.name}/`);
+    this.#rollback = new RollbackCheck(client);
     this.#port = {
       locker: this,
       released: (lockId) => this.#releasing.get(lockId) ?? Promise.resolve(),
@@ -360,12 +364,25 @@ class SessionLocker implements Locker {
           // The lease lives after all: a lock that stopped when etcd said it did not (see #onFailure) starts again.
           for (const entry of [...this.#entries.values()]) if (!entry.attempt) this.#start(entry);
           for (const observer of [...this.#refreshObservers]) observer.refreshed?.(phase.lease.hex, phase.ttlSeconds);
+          if (this.#rollback.below(phase.revision)) void this.#checkRollback();
         }
         return;
       case 'lost':
         this.#sessionLost(phase.lease, phase.error);
         return;
     }
+  }
+
+  /**
+   * A keepalive was answered from below a revision we had seen: if etcd's store went back (restored from an older
+   * snapshot), the keys we created since are gone without a delete event, and the shared watch waits for revisions
+   * the store has not reached. Starting the watch over makes every lock read its own key again: those still there
+   * are kept, the others are lost (`deleted`).
+   */
+  async #checkRollback(): Promise<void> {
+    const current = await this.#rollback.confirm();
+    if (current === undefined || this.#closing) return;
+    this.#watch.restart(`etcd went back to revision ${current}: restored from an older snapshot`);
   }
 
   /** Every lock taken or queued on the lost lease is reported lost; its keys go with the lease. */
@@ -492,6 +509,7 @@ class SessionLocker implements Locker {
       }));
       return;
     }
+    this.#rollback.reached(step.ticket.fencingToken);
     const held: LockerHeld = {
       kind: 'held',
       key: entry.key,

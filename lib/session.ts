@@ -15,8 +15,12 @@ export interface Lease {
   ttlSeconds: number;
 }
 
-/** What a session emits: the grant once, then each acknowledged keepalive. */
-export type SessionEvent = { kind: 'granted'; lease: Lease } | { kind: 'refreshed'; ttlSeconds: number };
+/**
+ * What a session emits: the grant once, then each acknowledged keepalive, with the revision etcd's answer was at
+ * (its header's: see store-rollback.ts).
+ */
+export type SessionEvent =
+  { kind: 'granted'; lease: Lease } | { kind: 'refreshed'; ttlSeconds: number; revision: string };
 
 /** Options of {@link session$}. */
 export interface SessionOptions {
@@ -75,7 +79,7 @@ export function session$(client: Etcd3, options: SessionOptions): Observable<Ses
           scheduler,
           now,
         }).subscribe({
-          next: (ttlSeconds) => subscriber.next({ kind: 'refreshed', ttlSeconds }),
+          next: (ttlSeconds) => subscriber.next({ kind: 'refreshed', ttlSeconds, revision: channel.lastRevision }),
           error: (err: unknown) => subscriber.error(err),
         });
         subscriber.add(keepalives);
@@ -141,6 +145,8 @@ class KeepAliveChannel {
   private pending: { resolve: (ttl: number) => void; reject: (err: unknown) => void } | undefined;
   private closed = false;
   private current: KeepAliveStream | undefined;
+  /** The header revision of the last answer: the one {@link keepAlive$} acknowledges (one request at a time). */
+  lastRevision = '0';
 
   constructor(private readonly client: Etcd3) {}
 
@@ -182,6 +188,7 @@ class KeepAliveChannel {
         if (stream !== this.current) return;
         const pending = this.pending;
         this.pending = undefined;
+        this.lastRevision = res.header.revision;
         pending?.resolve(Number(res.TTL));
       });
       stream.on('error', (err) => this.fail(err, stream));

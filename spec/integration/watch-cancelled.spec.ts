@@ -20,6 +20,7 @@ import { LockLostError } from '../../lib/errors.js';
 import { lock$ } from '../../lib/lock-stream.js';
 import { createLocker, type Locker } from '../../lib/locker.js';
 import type { LockerLockState, LockerLost } from '../../lib/locker-state.js';
+import { cleanups } from '../support/cleanups.js';
 import { etcdForSuite, listKeys, uniquePrefix } from '../support/etcd.js';
 import { until } from '../support/poll.js';
 import { startProxy, type TcpProxy } from '../support/proxy.js';
@@ -30,18 +31,6 @@ type Fault = 'dropped' | 'compacted';
 
 describe('watches broken while a lock changes hands, against a real etcd', () => {
   const etcd = etcdForSuite();
-
-  /**
-   * Registers clean-ups that run in the reverse order (node:test runs `t.after` hooks in the order registered):
-   * locks and lockers go before the client they release through.
-   */
-  function cleanups(t: TestContext): (cleanup: () => unknown) => void {
-    const stack: (() => unknown)[] = [];
-    t.after(async () => {
-      for (const cleanup of stack.reverse()) await cleanup();
-    });
-    return (cleanup) => void stack.push(cleanup);
-  }
 
   /** A client through a TCP proxy, without etcd3's circuit breaker (the test heals the link itself). */
   async function proxiedClient(defer: (cleanup: () => unknown) => void): Promise<{ proxy: TcpProxy; client: Etcd3 }> {
