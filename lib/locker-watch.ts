@@ -62,6 +62,11 @@ export class SharedWatch {
     this.#open();
   }
 
+  /** The newest revision whose changes have all reached us. */
+  get latest(): bigint {
+    return this.#latest;
+  }
+
   /** Resolves once the shared watch has been created the first time. */
   ready(): Promise<void> {
     return this.#firstSync;

@@ -364,6 +364,8 @@ class SessionLocker implements Locker {
           // The lease lives after all: a lock that stopped when etcd said it did not (see #onFailure) starts again.
           for (const entry of [...this.#entries.values()]) if (!entry.attempt) this.#start(entry);
           for (const observer of [...this.#refreshObservers]) observer.refreshed?.(phase.lease.hex, phase.ttlSeconds);
+          // What the shared watch has seen counts too (a release after the snapshot, say).
+          this.#rollback.reached(this.#watch.latest);
           if (this.#rollback.below(phase.revision)) void this.#checkRollback();
         }
         return;

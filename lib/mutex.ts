@@ -79,6 +79,10 @@ interface WatchScope {
   allowOwnPuts: boolean;
   /** Set once our own key's watch had to be created again: it may have missed a change, so read before holding. */
   ownKeyWatchBroken: boolean;
+  /** How many may hold at once. */
+  limit: number;
+  /** Set once we hold: from then on no key may be ahead of ours (see {@link watchOwnership}). */
+  held: boolean;
 }
 
 /** The queue as one transaction saw it (or as a {@link QueueWatch} worked it out since). */
@@ -119,6 +123,8 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
       watchers,
       allowOwnPuts: options.allowOwnPuts ?? false,
       ownKeyWatchBroken: false,
+      limit: options.limit ?? 1,
+      held: false,
       active: () => !stopped,
       pause: (ms) =>
         new Promise<void>((resolve) => {
@@ -140,7 +146,7 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
       },
     };
 
-    const limit = options.limit ?? 1;
+    const limit = scope.limit;
     const recheckMs = options.recheckMs ?? recheckMsFor(contender.lease);
     const enqueued = enqueue(client, contender, limit);
     // What the teardown needs of the enqueue: our ticket, not the whole first view of the queue (its head's
@@ -181,6 +187,7 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
       } finally {
         waiter?.close();
       }
+      scope.held = true;
       subscriber.next({ kind: 'acquired', ticket: view.ticket });
     };
     run(enqueued).catch(scope.fail);
@@ -425,8 +432,14 @@ function watchOwnership(
     scope.ownKeyWatchBroken = true;
     lookBehindPatiently(client, contender, ticket, scope).then((view) => {
       if (!scope.active()) return;
-      if (view) watchOwnership(client, contender, ticket, view.revision, scope);
-      else fail(new LockLostError(contender.key, 'deleted', `${ticket.holderKey} is gone`));
+      if (!view) fail(new LockLostError(contender.key, 'deleted', `${ticket.holderKey} is gone`));
+      // Keys ahead of a holder's cannot appear (a new key's create revision is above ours), unless etcd went back to
+      // an older snapshot in which a former holder's key is still there: then the lock is that holder's again.
+      else if (scope.held && view.ahead.length >= scope.limit) {
+        const holder = holderOf(view.ahead.at(-1));
+        const who = holder ? `${holder.id} (token ${holder.fencingToken})` : 'another holder';
+        fail(new LockLostError(contender.key, 'changed', `${who} is ahead of ${ticket.holderKey} again`));
+      } else watchOwnership(client, contender, ticket, view.revision, scope);
     }, fail);
   });
 }

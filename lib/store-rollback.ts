@@ -41,8 +41,9 @@ export class RollbackCheck {
   }
 
   /**
-   * Asks etcd for its current revision: resolves it when the store went back below the highest revision reached,
-   * else (a member that lagged) undefined. A read that fails says nothing: the next keepalive asks again.
+   * Asks etcd for its current revision: resolves it when the store went back below the highest revision reached
+   * (which then starts again from it), else (a member that lagged) undefined. A read that fails says nothing: the
+   * next keepalive asks again.
    */
   async confirm(): Promise<bigint | undefined> {
     let current: bigint;
@@ -56,6 +57,9 @@ export class RollbackCheck {
     } catch {
       return undefined;
     }
-    return current < this.#highest ? current : undefined;
+    if (current >= this.#highest) return undefined;
+    // The store's new history starts here: what we knew of the old one is no measure for it.
+    this.#highest = current;
+    return current;
   }
 }

@@ -40,6 +40,7 @@ describe('RollbackCheck (etcd restored from an older snapshot)', () => {
     check.reached('12');
     assert.equal(check.below('7'), true);
     assert.equal(await check.confirm(), 7n);
+    assert.equal(check.below('8'), false, 'the new history is measured from where the store went back to');
   });
 
   it('a read that fails says nothing, and the next low answer asks again', async () => {
