@@ -1,7 +1,7 @@
 /**
- * Ctrl-Z while the command runs. The command has a process group of its own, so a terminal's stop signal (SIGTSTP,
- * or SIGTTIN/SIGTTOU for a background job) reaches etcdlocker alone: by default etcdlocker would stop, its
- * keepalives with it, and the command would run on while the lease ran out and the next holder started beside it.
+ * Ctrl-Z while the command runs. The command has a process group of its own, so a terminal's SIGTSTP reaches
+ * etcdlocker alone: by default etcdlocker would stop, its keepalives with it, and the command would run on while the
+ * lease ran out and the next holder started beside it.
  *
  * Instead, etcdlocker stops the command's group first (SIGSTOP, which the command cannot ignore), then itself, so
  * the shell sees the job stopped. When the job is continued (`fg`, `bg`), the command stays stopped until etcd
@@ -14,8 +14,13 @@ import type { Etcd3 } from 'etcd3';
 import type { Child } from './child.js';
 import type { Log } from './log.js';
 
-/** The signals a terminal stops a job with. */
-export const STOP_SIGNALS = ['SIGTSTP', 'SIGTTIN', 'SIGTTOU'] as const;
+/**
+ * The stop signals handled here: SIGTSTP alone. SIGTTOU and SIGTTIN come from a write to (or a read from) the
+ * terminal by a background job, and the kernel restarts that write after a caught signal only to send it again:
+ * caught, SIGTTOU made a background etcdlocker with `stty tostop` spin at 100% CPU in its first `-v` line (tried in
+ * tmux). Left to their default they stop etcdlocker, as before. etcdlocker never reads the terminal.
+ */
+export const STOP_SIGNALS = ['SIGTSTP'] as const;
 
 /** How long one "is the lease alive?" request may take before it is asked again. */
 const CHECK_TIMEOUT_MS = 2000;
