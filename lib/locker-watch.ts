@@ -55,9 +55,13 @@ export class SharedWatch {
   readonly #firstSync: Promise<void>;
   #synced!: () => void;
 
-  constructor(client: Etcd3, prefix: string) {
+  /** Told of every put under the prefix, as it is dispatched. */
+  readonly #onPut: ((key: string, kv: IKeyValue) => void) | undefined;
+
+  constructor(client: Etcd3, prefix: string, onPut?: (key: string, kv: IKeyValue) => void) {
     this.#client = client;
     this.#prefix = prefix;
+    this.#onPut = onPut;
     this.#firstSync = new Promise((resolve) => (this.#synced = resolve));
     this.#open();
   }
@@ -207,6 +211,7 @@ export class SharedWatch {
     if (change.revision > this.#latest) this.#latest = change.revision;
     this.#recent.push(change);
     if (this.#recent.length > RECENT_CHANGES) this.#floor = this.#recent.shift()!.revision;
+    if (type === 'put') this.#onPut?.(change.key, kv);
     const watches = this.#byKey.get(change.key);
     if (!watches) return;
     for (const keyWatch of watches) {

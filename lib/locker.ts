@@ -1,4 +1,4 @@
-import type { Etcd3 } from 'etcd3';
+import type { Etcd3, IKeyValue } from 'etcd3';
 import { BehaviorSubject, Observable, Subject, type Subscription } from 'rxjs';
 import { LockBusyError, LockLostError, LockTimeoutError, NotHeldError, UnavailableError } from './errors.js';
 import { leaseGone } from './etcd-errors.js';
@@ -23,7 +23,7 @@ import {
 } from './locker-stream.js';
 import { SharedWatch, sessionClient } from './locker-watch.js';
 import { RollbackCheck } from './store-rollback.js';
-import { contend$, type MutexEvent } from './mutex.js';
+import { contend$, type MutexEvent, release } from './mutex.js';
 import { assertClient } from './options.js';
 import type { Lease } from './session.js';
 import type { Holder } from './state.js';
@@ -158,7 +158,7 @@ class SessionLocker implements Locker {
     this.#client = client;
     this.#options = options;
     this.#state$ = new BehaviorSubject<LockerState>({ kind: 'connecting', name: options.name, attempt: 1 });
-    this.#watch = new SharedWatch(client, `${options.name}/`);
+    this.#watch = new SharedWatch(client, `${options.name}/`, (key, kv) => this.#orphanCheck(key, kv));
     this.#rollback = new RollbackCheck(client);
     this.#port = {
       locker: this,
@@ -387,6 +387,24 @@ class SessionLocker implements Locker {
     this.#watch.restart(`etcd went back to revision ${current}: restored from an older snapshot`);
   }
 
+  /**
+   * A key of ours that no lock of ours stands for: the put of a `lock(id)` that failed with a time-out while etcd
+   * stalled, which etcd applied after all. Nobody would ever delete it before our lease ends, and it would keep the
+   * lock from everyone: delete it (guarded by its create revision), as the release of that id.
+   */
+  #orphanCheck(key: string, kv: IKeyValue): void {
+    const lease = this.#session?.lease;
+    if (!lease || kv.lease !== lease.id || !key.endsWith(`/${lease.hex}`)) return;
+    const lockId = key.slice(this.name.length + 1, key.length - lease.hex.length - 1);
+    const session = this.#session;
+    if (this.#entries.has(lockId) || !session) return;
+    const ticket = { holderKey: key, fencingToken: kv.create_revision };
+    this.#trackRelease(
+      lockId,
+      release(session.client, ticket, () => !session.ended),
+    );
+  }
+
   /** Every lock taken or queued on the lost lease is reported lost; its keys go with the lease. */
   #sessionLost(lease: Lease, error: LockLostError): void {
     if (this.#latestLease === lease) this.#latestLease = undefined;
@@ -486,6 +504,8 @@ class SessionLocker implements Locker {
       {
         wait: entry.waits,
         deleteOnRelease: true,
+        // A key left on the session's lease would keep the lock from everyone for as long as the locker lives.
+        retryReleaseWhile: () => !session.ended,
         onRelease: (released) => this.#trackRelease(entry.lockId, released),
         // Every watch of session.client comes from the locker's one prefix watch, in revision order.
         orderedWatches: true,

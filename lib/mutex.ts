@@ -41,6 +41,12 @@ export interface ContendOptions {
   deleteOnRelease: boolean;
   /** Receives, at teardown, a promise that settles once our key is gone (never rejects). */
   onRelease?: ((released: Promise<void>) => void) | undefined;
+  /**
+   * With `deleteOnRelease`: a delete that fails is tried again (from 50 ms, doubling up to 1 s) for as long as this
+   * says. A locker's key on its long-lived lease would otherwise keep the lock from everyone while the locker lives.
+   * Default: one try (the lease's TTL ends the key).
+   */
+  retryReleaseWhile?: (() => boolean) | undefined;
   /** A put on our key that keeps it on our lease is ours (an election's proclaim), not a loss. Default: off. */
   allowOwnPuts?: boolean | undefined;
   /**
@@ -199,7 +205,11 @@ export function contend$(client: Etcd3, contender: Contender, options: ContendOp
       for (const watcher of watchers) void watcher.cancel().catch(() => undefined);
       watchers.clear();
       if (options.deleteOnRelease) {
-        const released = ticket.then((own) => own && release(client, own));
+        // No ticket: the enqueue failed, maybe only on our side (a time-out), and etcd may have applied it.
+        const retryWhile = options.retryReleaseWhile;
+        const released = ticket.then((own) =>
+          own ? release(client, own, retryWhile) : withdraw(client, contender, retryWhile),
+        );
         options.onRelease?.(released);
       }
     };
@@ -444,18 +454,53 @@ function watchOwnership(
   });
 }
 
-/** Deletes our key, guarded by its create revision so that a late retry never deletes a newer
- * holder's key. Never rejects: if etcd is unreachable, the lease's TTL ends the key. */
-export async function release(client: Etcd3, ticket: Ticket): Promise<void> {
+/**
+ * Deletes our key, guarded by its create revision so that a late retry never deletes a newer holder's key. Never
+ * rejects. A failed delete is tried again while `retryWhile()` says so; otherwise the lease's TTL ends the key.
+ */
+export function release(client: Etcd3, ticket: Ticket, retryWhile?: () => boolean): Promise<void> {
   const key = Buffer.from(ticket.holderKey);
-  try {
-    await txn(client, {
-      compare: [{ key, target: 'Create', result: 'Equal', create_revision: ticket.fencingToken }],
-      success: [{ request_delete_range: { key } }],
-      failure: [],
-    });
-  } catch {
-    // Unreachable: the key goes with its lease.
+  return persistently(
+    () =>
+      txn(client, {
+        compare: [{ key, target: 'Create', result: 'Equal', create_revision: ticket.fencingToken }],
+        success: [{ request_delete_range: { key } }],
+        failure: [],
+      }),
+    retryWhile,
+  );
+}
+
+/**
+ * After an enqueue that failed without saying whether etcd applied it (a time-out while etcd stalled): deletes our
+ * key if it is there on our lease, so that it does not keep the lock from everyone for as long as a shared lease
+ * lives. A put etcd applies later still is a locker's to find (SessionLocker's orphan check). Never rejects.
+ */
+function withdraw(client: Etcd3, contender: Contender, retryWhile?: () => boolean): Promise<void> {
+  const key = Buffer.from(contender.prefix + contender.lease.hex);
+  return persistently(
+    () =>
+      txn(client, {
+        compare: [{ key, target: 'Lease', result: 'Equal', lease: contender.lease.id }],
+        success: [{ request_delete_range: { key } }],
+        failure: [],
+      }),
+    retryWhile,
+  );
+}
+
+/** Runs `write` until it succeeds, trying again after a failure while `retryWhile()` says so. Never rejects. */
+async function persistently(write: () => Promise<unknown>, retryWhile: () => boolean = () => false): Promise<void> {
+  for (let pauseMs = RETRY_FIRST_MS; ; pauseMs = Math.min(pauseMs * 2, RETRY_MAX_MS)) {
+    try {
+      await write();
+      return;
+    } catch {
+      // Unreachable (or refused): try again if asked to, else the key goes with its lease.
+      if (!retryWhile()) return;
+      await new Promise((resolve) => setTimeout(resolve, pauseMs));
+      if (!retryWhile()) return;
+    }
   }
 }
 
