@@ -1,4 +1,4 @@
-import { ClientClosedError, EtcdLeaseInvalidError } from 'etcd3';
+import { ClientClosedError, EtcdLeaseInvalidError, EtcdPermissionDeniedError } from 'etcd3';
 
 /**
  * What some of the `etcd3` client's errors mean for a lock. Both look through `cause`: the library wraps what
@@ -13,6 +13,11 @@ export function leaseGone(err: unknown): boolean {
 /** Whether `err` is etcd3 refusing a call because the client was closed: no later call on it can succeed. */
 export function clientClosed(err: unknown): boolean {
   return inCauses(err, ClientClosedError);
+}
+
+/** Whether `err` is etcd refusing the request to our user: trying it again cannot help. */
+export function permissionDenied(err: unknown): boolean {
+  return inCauses(err, EtcdPermissionDeniedError);
 }
 
 function inCauses(err: unknown, type: abstract new (...args: never[]) => object): boolean {

@@ -125,6 +125,8 @@ interface Session {
   lease: Lease;
   client: Etcd3;
   ended: boolean;
+  /** `!ended`, made once per session: thousands of locks share it (a failed delete is tried again while it holds). */
+  live: () => boolean;
 }
 
 class SessionLocker implements Locker {
@@ -349,7 +351,7 @@ class SessionLocker implements Locker {
         // Locks are taken only once the shared watch is in place: it must see every change after their writes.
         void this.#watch.ready().then(() => {
           if (this.#closing || this.#latestLease !== lease) return;
-          const session: Session = { lease, ended: false, client: this.#client };
+          const session: Session = { lease, ended: false, client: this.#client, live: () => !session.ended };
           session.client = sessionClient(new TxnBatcher(this.#client), this.#watch, () => session.ended);
           this.#session = session;
           this.#state$.next({ kind: 'ready', name, leaseId: lease.hex, ttl: lease.ttlSeconds });
@@ -399,10 +401,7 @@ class SessionLocker implements Locker {
     const session = this.#session;
     if (this.#entries.has(lockId) || !session) return;
     const ticket = { holderKey: key, fencingToken: kv.create_revision };
-    this.#trackRelease(
-      lockId,
-      release(session.client, ticket, () => !session.ended),
-    );
+    this.#trackRelease(lockId, release(session.client, ticket, session.live));
   }
 
   /** Every lock taken or queued on the lost lease is reported lost; its keys go with the lease. */
@@ -505,7 +504,7 @@ class SessionLocker implements Locker {
         wait: entry.waits,
         deleteOnRelease: true,
         // A key left on the session's lease would keep the lock from everyone for as long as the locker lives.
-        retryReleaseWhile: () => !session.ended,
+        retryReleaseWhile: session.live,
         onRelease: (released) => this.#trackRelease(entry.lockId, released),
         // Every watch of session.client comes from the locker's one prefix watch, in revision order.
         orderedWatches: true,

@@ -1,6 +1,7 @@
 import type { Etcd3, IKeyValue, IRangeRequest, IRequestOp, ITxnResponse, Watcher } from 'etcd3';
 import { Observable } from 'rxjs';
 import { isLockError, LockBusyError, LockLostError, UnavailableError } from './errors.js';
+import { permissionDenied } from './etcd-errors.js';
 import { QueueWatch } from './queue-watch.js';
 import { type Lease, REQUEST_TIMEOUT_MS } from './session.js';
 import { WaiterWatches } from './waiter-watches.js';
@@ -495,9 +496,9 @@ async function persistently(write: () => Promise<unknown>, retryWhile: () => boo
     try {
       await write();
       return;
-    } catch {
-      // Unreachable (or refused): try again if asked to, else the key goes with its lease.
-      if (!retryWhile()) return;
+    } catch (err) {
+      // Unreachable: try again if asked to, else the key goes with its lease (as it does if we may not delete it).
+      if (!retryWhile() || permissionDenied(err)) return;
       await new Promise((resolve) => setTimeout(resolve, pauseMs));
       if (!retryWhile()) return;
     }
