@@ -395,11 +395,12 @@ class SessionLocker implements Locker {
    * lock from everyone: delete it (guarded by its create revision), as the release of that id.
    */
   #orphanCheck(key: string, kv: IKeyValue): void {
-    const lease = this.#session?.lease;
-    if (!lease || kv.lease !== lease.id || !key.endsWith(`/${lease.hex}`)) return;
-    const lockId = key.slice(this.name.length + 1, key.length - lease.hex.length - 1);
     const session = this.#session;
-    if (this.#entries.has(lockId) || !session) return;
+    if (!session) return;
+    const { lease } = session;
+    if (kv.lease !== lease.id || !key.endsWith(`/${lease.hex}`)) return;
+    const lockId = key.slice(this.name.length + 1, key.length - lease.hex.length - 1);
+    if (this.#entries.has(lockId)) return;
     const ticket = { holderKey: key, fencingToken: kv.create_revision };
     this.#trackRelease(lockId, release(session.client, ticket, session.live));
   }

@@ -3,6 +3,7 @@ import { Observable } from 'rxjs';
 import { isLockError, LockBusyError, LockLostError, UnavailableError } from './errors.js';
 import { permissionDenied } from './etcd-errors.js';
 import { QueueWatch } from './queue-watch.js';
+import { RETRY_FIRST_MS, RETRY_MAX_MS, retryWrite } from './retry-write.js';
 import { type Lease, REQUEST_TIMEOUT_MS } from './session.js';
 import { WaiterWatches } from './waiter-watches.js';
 import { keepResumePoint } from './watch-resume.js';
@@ -281,10 +282,6 @@ async function lookBehind(client: Etcd3, contender: Contender, ticket: Ticket): 
   return { ticket, revision: res.header.revision, ahead: res.responses[0]?.response_range.kvs ?? [] };
 }
 
-/** Pauses between re-reads of the queue while etcd fails them: from 50 ms, doubling, up to 1 s. */
-const RETRY_FIRST_MS = 50;
-const RETRY_MAX_MS = 1000;
-
 /**
  * {@link lookBehind}, retried while etcd fails the request, for as long as the scope is active. A
  * re-read after a wait or a cancelled watch must not turn a blip into a failure: if etcd stays away,
@@ -490,19 +487,9 @@ function withdraw(client: Etcd3, contender: Contender, retryWhile?: () => boolea
   );
 }
 
-/** Runs `write` until it succeeds, trying again after a failure while `retryWhile()` says so. Never rejects. */
-async function persistently(write: () => Promise<unknown>, retryWhile: () => boolean = () => false): Promise<void> {
-  for (let pauseMs = RETRY_FIRST_MS; ; pauseMs = Math.min(pauseMs * 2, RETRY_MAX_MS)) {
-    try {
-      await write();
-      return;
-    } catch (err) {
-      // Unreachable: try again if asked to, else the key goes with its lease (as it does if we may not delete it).
-      if (!retryWhile() || permissionDenied(err)) return;
-      await new Promise((resolve) => setTimeout(resolve, pauseMs));
-      if (!retryWhile()) return;
-    }
-  }
+/** Tries `write` again after a failure while `retryWhile()` says so, unless etcd says we may not (no retry helps). */
+function persistently(write: () => Promise<unknown>, retryWhile: () => boolean = () => false): Promise<void> {
+  return retryWrite(write, (err) => retryWhile() && !permissionDenied(err));
 }
 
 function txn(client: Etcd3, request: Parameters<Etcd3['kv']['txn']>[0]): Promise<ITxnResponse> {

@@ -4,6 +4,7 @@ import { clockOf } from './clock.js';
 import { LockLostError, UnavailableError } from './errors.js';
 import { clientClosed, leaseGone } from './etcd-errors.js';
 import { keepAlive$ } from './keepalive.js';
+import { retryWrite } from './retry-write.js';
 
 /** A lease granted by etcd. */
 export interface Lease {
@@ -119,18 +120,13 @@ async function grantLease(client: Etcd3, ttlSeconds: number, timeoutMs: number):
  * leave our key blocking everyone until the TTL ends. Never rejects: an etcd that stays unreachable lets the lease
  * expire on its own, and a lease already gone needs nothing more.
  */
-async function revokeLease(client: Etcd3, lease: Lease): Promise<void> {
+function revokeLease(client: Etcd3, lease: Lease): Promise<void> {
   const giveUpAt = Date.now() + REQUEST_TIMEOUT_MS;
-  for (let pauseMs = 50; ; pauseMs = Math.min(pauseMs * 2, 1000)) {
-    try {
-      await client.leaseClient.leaseRevoke({ ID: lease.id }, { deadline: giveUpAt });
-      return;
-    } catch (err) {
-      // Gone already, or never to be reached through this client: nothing to wait for.
-      if (leaseGone(err) || clientClosed(err) || Date.now() + pauseMs >= giveUpAt) return;
-      await new Promise((resolve) => setTimeout(resolve, pauseMs));
-    }
-  }
+  return retryWrite(
+    () => client.leaseClient.leaseRevoke({ ID: lease.id }, { deadline: giveUpAt }),
+    // Gone already, or never to be reached through this client: nothing to wait for.
+    (err, pauseMs) => !leaseGone(err) && !clientClosed(err) && Date.now() + pauseMs < giveUpAt,
+  );
 }
 
 type KeepAliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;

@@ -46,15 +46,15 @@ describe('etcd restored from an older snapshot under a locker', () => {
   }
 
   function restoreArgs(node: EtcdNode, snapshot: string, dataDir: string): string[] {
-    const peer = `${node.name}=${node.peerUrl}`;
     return [
       'snapshot',
       'restore',
       snapshot,
       `--name=${node.name}`,
       `--data-dir=${dataDir}`,
-      `--initial-cluster=${peer}`,
-    ].concat(`--initial-advertise-peer-urls=${node.peerUrl}`);
+      `--initial-cluster=${node.name}=${node.peerUrl}`,
+      `--initial-advertise-peer-urls=${node.peerUrl}`,
+    ];
   }
 
   /** A locker on a client of its own, recording what it loses. */
